@@ -1,0 +1,3 @@
+from lottery_tf.cli import run
+
+run()

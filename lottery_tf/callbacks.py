@@ -1,0 +1,62 @@
+"""The Keras callback that turns `model.fit` calls into IMP rounds."""
+
+import tensorflow as tf
+import tf_keras as keras
+
+from lottery_tf.layers import masked_layers
+
+
+def weight_key(variable):
+    """Stable name of a model weight: 'fc1/kernel' (layer names are fixed)."""
+    return variable.name.split(":")[0]
+
+
+def model_weights(model):
+    """Every weight of the model except the masks, by `weight_key`."""
+    masks = {id(layer.mask) for layer in masked_layers(model)}
+    return {weight_key(v): v for v in model.weights if id(v) not in masks}
+
+
+class LotteryCallback(keras.callbacks.Callback):
+    """Starts a round from θ0 under its masks and ends it by pruning.
+
+    On train begin: installs `masks`, resets every weight to θ0 (kernels to
+    θ0 * mask) and zeroes the optimizer state, iteration count included, so
+    each round trains exactly like a fresh network of that sparsity. On train
+    end: asks `prune` for the next round's masks from the trained kernels, and
+    leaves them in `next_masks` (None when `prune` is None). All assignments
+    are device-side; nothing here retraces the model's compiled functions.
+
+    Args:
+      theta0: weight key -> initial value, for every entry of `model_weights`.
+      masks: masked layer name -> mask for this round.
+      prune: callable (kernels, masks) -> masks, or None for no pruning.
+    """
+
+    def __init__(self, theta0, masks, prune=None):
+        super().__init__()
+        self._theta0 = theta0
+        self._masks = masks
+        self._prune = prune
+        self.next_masks = None
+
+    def on_train_begin(self, logs=None):
+        layers = {layer.name: layer for layer in masked_layers(self.model)}
+        masked_kernels = {}
+        for name, layer in layers.items():
+            layer.mask.assign(tf.constant(self._masks[name], dtype=layer.mask.dtype))
+            masked_kernels[weight_key(layer.kernel)] = layer.mask
+        for key, variable in model_weights(self.model).items():
+            value = tf.constant(self._theta0[key], dtype=variable.dtype)
+            if key in masked_kernels:
+                value = value * masked_kernels[key]
+            variable.assign(value)
+        for variable in self.model.optimizer.variables:
+            variable.assign(tf.zeros(variable.shape, variable.dtype))
+
+    def on_train_end(self, logs=None):
+        if self._prune is None:
+            return
+        layers = masked_layers(self.model)
+        kernels = {layer.name: layer.kernel.numpy() for layer in layers}
+        self.next_masks = self._prune(kernels, self._masks)

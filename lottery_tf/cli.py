@@ -1,0 +1,136 @@
+"""absl entry point: `lottery-tf --flagfile=flags/quickstart.flags`.
+
+Every flag maps one to one onto a `Config` field; `Config.validate` and the
+runner check them, and any problem ends the run with one line on stderr and
+exit status 2, before anything is written.
+"""
+
+import os
+import sys
+
+# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+from lottery_tf import config as config_lib  # noqa: E402
+from lottery_tf import errors  # noqa: E402
+
+_DEFAULTS = config_lib.Config()
+
+# Experiment.
+flags.DEFINE_string("model", _DEFAULTS.model,
+                    "Model name: lenet_300_100, conv2, conv4, conv6.")
+flags.DEFINE_string("dataset", _DEFAULTS.dataset,
+                    "TFDS image-classification dataset (mnist, fashion_mnist, cifar10, ...).")
+flags.DEFINE_integer("validation_size", _DEFAULTS.validation_size,
+                     "Training examples held out for validation (early stopping).")
+flags.DEFINE_integer("rounds", _DEFAULTS.rounds,
+                     "Rounds of training; round 0 is dense, each later one prunes. "
+                     "Raising it on an existing run extends the run.")
+flags.DEFINE_integer("iterations", _DEFAULTS.iterations,
+                     "Training iterations per round (paper style); 0 to use --epochs.")
+flags.DEFINE_integer("epochs", _DEFAULTS.epochs,
+                     "Training epochs per round, when --iterations=0.")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.")
+flags.DEFINE_string("optimizer", _DEFAULTS.optimizer, "Optimizer: adam or sgd.")
+flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Learning rate.")
+flags.DEFINE_float("momentum", _DEFAULTS.momentum, "Momentum, for --optimizer=sgd.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of θ0 and of the data order.")
+flags.DEFINE_integer("eval_every", _DEFAULTS.eval_every,
+                     "Evaluate validation and test sets every this many iterations.")
+# Pruning.
+flags.DEFINE_string("pruning_strategy", _DEFAULTS.pruning_strategy,
+                    "Pruning strategy: layerwise_magnitude.")
+flags.DEFINE_float("fc_rate", _DEFAULTS.fc_rate,
+                   "Fraction of surviving fully-connected weights pruned per round.")
+flags.DEFINE_float("conv_rate", _DEFAULTS.conv_rate,
+                   "Fraction of surviving conv weights pruned per round.")
+flags.DEFINE_float("output_rate", _DEFAULTS.output_rate,
+                   "Fraction of surviving output-layer weights pruned per round.")
+flags.DEFINE_float("one_shot_sparsity", _DEFAULTS.one_shot_sparsity,
+                   "If set, in (0, 1): prune to this overall sparsity in one step after "
+                   "the dense round (2 rounds), with the IMP per-layer profile.")
+# Data and output.
+flags.DEFINE_string("data_dir", _DEFAULTS.data_dir,
+                    "TFDS data dir; empty for TFDS's default or $TFDS_DATA_DIR.")
+flags.DEFINE_string("manual_dir", _DEFAULTS.manual_dir,
+                    "Directory with the dataset's original files, to prepare it offline.")
+flags.DEFINE_string("output_dir", _DEFAULTS.output_dir,
+                    "Run directory; empty for runs/<model>_<dataset>_<hyperparameter hash>.")
+# Speed and scale.
+flags.DEFINE_string("strategy", _DEFAULTS.distribution_strategy,
+                    "tf.distribute strategy: default, mirrored, multi_worker_mirrored, tpu.")
+flags.DEFINE_boolean("jit_compile", _DEFAULTS.jit_compile, "Compile training steps with XLA.")
+flags.DEFINE_integer("steps_per_execution", _DEFAULTS.steps_per_execution,
+                     "Training steps per compiled call (lowered to land on evaluations).")
+flags.DEFINE_boolean("deterministic", _DEFAULTS.deterministic,
+                     "Enable TF op determinism: the same seed gives bitwise-identical runs.")
+flags.DEFINE_integer("verbose", _DEFAULTS.verbose,
+                     "Keras progress: 0 silent, 1 progress bar, 2 one line per round.")
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags():
+    return config_lib.Config(
+        model=FLAGS.model,
+        dataset=FLAGS.dataset,
+        validation_size=FLAGS.validation_size,
+        iterations=FLAGS.iterations,
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        optimizer=FLAGS.optimizer,
+        learning_rate=FLAGS.learning_rate,
+        momentum=FLAGS.momentum,
+        pruning_strategy=FLAGS.pruning_strategy,
+        conv_rate=FLAGS.conv_rate,
+        fc_rate=FLAGS.fc_rate,
+        output_rate=FLAGS.output_rate,
+        one_shot_sparsity=FLAGS.one_shot_sparsity,
+        seed=FLAGS.seed,
+        eval_every=FLAGS.eval_every,
+        # A one-shot run is two rounds (dense, pruned) unless --rounds says otherwise.
+        rounds=FLAGS.rounds if FLAGS["rounds"].present or not FLAGS.one_shot_sparsity else 2,
+        output_dir=FLAGS.output_dir,
+        data_dir=FLAGS.data_dir,
+        manual_dir=FLAGS.manual_dir,
+        distribution_strategy=FLAGS.strategy,
+        jit_compile=FLAGS.jit_compile,
+        steps_per_execution=FLAGS.steps_per_execution,
+        deterministic=FLAGS.deterministic,
+        verbose=FLAGS.verbose,
+    )
+
+
+def _print_line(line):
+    print(line, flush=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:
+        # TFDS logs each file it opens at INFO; our per-round lines say enough.
+        logging.set_verbosity(logging.WARNING)
+    try:
+        config = config_from_flags().validate()
+        from lottery_tf import runner  # TensorFlow loads here, after flag checks.
+
+        runner.run(config, progress=_print_line)
+    except errors.LotteryError as e:
+        _fail(str(e))
+
+
+def _fail(message):
+    print(f"lottery-tf: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

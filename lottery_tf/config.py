@@ -1,0 +1,142 @@
+"""A run's configuration: validated once, saved in the run directory.
+
+Fields split in two: *hyperparameters*, which define the experiment and so
+the run directory (a directory made with other hyperparameters is refused),
+and *run options* (where the data is, how fast and where it runs, how many
+rounds to go to), which can change between invocations of the same run.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+
+from lottery_tf import errors
+
+OPTIMIZERS = ("adam", "sgd")
+DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+GROUP_RATE_FIELDS = {"conv": "conv_rate", "fc": "fc_rate", "output": "output_rate"}
+
+HYPERPARAMETERS = (
+    "model",
+    "dataset",
+    "validation_size",
+    "iterations",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "momentum",
+    "pruning_strategy",
+    "conv_rate",
+    "fc_rate",
+    "output_rate",
+    "one_shot_sparsity",
+    "seed",
+    "eval_every",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything one lottery run needs; see `cli.py` for each flag's help."""
+
+    # Hyperparameters (part of the run's identity).
+    model: str = "lenet_300_100"
+    dataset: str = "mnist"
+    validation_size: int = 5000
+    iterations: int = 50000
+    epochs: int = 0
+    batch_size: int = 60
+    optimizer: str = "adam"
+    learning_rate: float = 1.2e-3
+    momentum: float = 0.0
+    pruning_strategy: str = "layerwise_magnitude"
+    conv_rate: float = 0.1
+    fc_rate: float = 0.2
+    output_rate: float = 0.1
+    one_shot_sparsity: float = 0.0
+    seed: int = 0
+    eval_every: int = 500
+    # Run options.
+    rounds: int = 1
+    output_dir: str = ""
+    data_dir: str = ""
+    manual_dir: str = ""
+    distribution_strategy: str = "default"
+    jit_compile: bool = True
+    steps_per_execution: int = 50
+    deterministic: bool = True
+    verbose: int = 1
+
+    def validate(self):
+        """Raises `errors.LotteryError` naming the first bad field."""
+        _require(self.optimizer in OPTIMIZERS,
+                 f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        _require(self.distribution_strategy in DISTRIBUTION_STRATEGIES,
+                 f"unknown strategy {self.distribution_strategy!r}; known: "
+                 f"{', '.join(DISTRIBUTION_STRATEGIES)}")
+        for group, field in GROUP_RATE_FIELDS.items():
+            rate = getattr(self, field)
+            _require(_finite(rate) and 0.0 <= rate < 1.0,
+                     f"--{field}={rate} is outside [0, 1)")
+        _require(self.rounds >= 1, f"--rounds={self.rounds} must be at least 1")
+        _require(self.batch_size > 0, f"--batch_size={self.batch_size} must be positive")
+        _require(self.iterations >= 0 and self.epochs >= 0
+                 and (self.iterations > 0) != (self.epochs > 0),
+                 f"give exactly one positive training length: --iterations="
+                 f"{self.iterations}, --epochs={self.epochs}")
+        _require(self.eval_every > 0, f"--eval_every={self.eval_every} must be positive")
+        _require(self.validation_size > 0,
+                 f"--validation_size={self.validation_size} must be positive "
+                 "(early stopping needs a validation set)")
+        _require(_finite(self.learning_rate) and self.learning_rate > 0,
+                 f"--learning_rate={self.learning_rate} must be positive")
+        _require(_finite(self.momentum) and 0.0 <= self.momentum < 1.0,
+                 f"--momentum={self.momentum} is outside [0, 1)")
+        _require(_finite(self.one_shot_sparsity) and 0.0 <= self.one_shot_sparsity < 1.0,
+                 f"--one_shot_sparsity={self.one_shot_sparsity} is outside (0, 1)")
+        _require(not (self.one_shot_sparsity and self.rounds != 2),
+                 "--one_shot_sparsity runs exactly 2 rounds (dense, then pruned); "
+                 f"got --rounds={self.rounds}")
+        _require(self.steps_per_execution >= 1,
+                 f"--steps_per_execution={self.steps_per_execution} must be at least 1")
+        return self
+
+    def rates(self):
+        """Pruning group -> rate."""
+        return {group: getattr(self, f) for group, f in GROUP_RATE_FIELDS.items()}
+
+    def hyperparameters(self):
+        return {name: getattr(self, name) for name in HYPERPARAMETERS}
+
+    def hyperparameter_hash(self):
+        text = json.dumps(self.hyperparameters(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def default_run_name(self):
+        """Run-directory name from the hyperparameters (open_lth style)."""
+        return f"{self.model}_{self.dataset}_{self.hyperparameter_hash()}"
+
+    def train_iterations(self, num_train):
+        """Training length in iterations; epochs are whole passes of train."""
+        if self.iterations:
+            return self.iterations
+        return self.epochs * (num_train // self.batch_size)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _require(condition, message):
+    if not condition:
+        raise errors.LotteryError(message)

@@ -1,0 +1,96 @@
+"""Model registry: the paper's networks, built from masked layers.
+
+Every builder takes the dataset's input shape and class count, so any model
+runs on any image dataset, and a seed: layer initializers are seeded one by
+one from it, so the same seed always gives the same θ0, in any process.
+Layer names are fixed because run directories key weights and masks by them.
+"""
+
+import tf_keras as keras
+
+from lottery_tf.layers import MaskedConv2D, MaskedDense
+from lottery_tf.registry import Registry
+
+MODELS = Registry("model")
+register = MODELS.register
+names = MODELS.names
+
+
+def build(name, input_shape, num_classes, seed):
+    """Builds registered model `name` for images of `input_shape`."""
+    builder = MODELS.get(name)
+    return builder(tuple(input_shape), int(num_classes), _Seeds(seed))
+
+
+class _Seeds:
+    """Hands out a distinct initializer seed per layer, derived from one seed."""
+
+    def __init__(self, seed):
+        self._next = int(seed) * 1000
+
+    def glorot_normal(self):
+        self._next += 1
+        return keras.initializers.GlorotNormal(seed=self._next)
+
+
+def _dense(units, group, name, seeds, activation="relu"):
+    return MaskedDense(
+        units,
+        pruning_group=group,
+        activation=activation,
+        kernel_initializer=seeds.glorot_normal(),
+        name=name,
+    )
+
+
+def _classifier_head(x, hidden, num_classes, seeds):
+    for i, units in enumerate(hidden, start=1):
+        x = _dense(units, "fc", f"fc{i}", seeds)(x)
+    return _dense(num_classes, "output", "output", seeds, activation=None)(x)
+
+
+@register("lenet_300_100")
+def lenet_300_100(input_shape, num_classes, seeds):
+    """LeNet-300-100: fc 300, fc 100, output (paper Figure 2)."""
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    logits = _classifier_head(x, (300, 100), num_classes, seeds)
+    return keras.Model(inputs, logits, name="lenet_300_100")
+
+
+def _conv_net(name, filters_per_block, input_shape, num_classes, seeds):
+    """Conv-N: blocks of [3x3 conv, 3x3 conv, 2x2 max-pool], fc 256, 256."""
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    conv = 0
+    for block, filters in enumerate(filters_per_block, start=1):
+        for _ in range(2):
+            conv += 1
+            x = MaskedConv2D(
+                filters,
+                3,
+                padding="same",
+                activation="relu",
+                pruning_group="conv",
+                kernel_initializer=seeds.glorot_normal(),
+                name=f"conv{conv}",
+            )(x)
+        x = keras.layers.MaxPool2D(2, name=f"pool{block}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    logits = _classifier_head(x, (256, 256), num_classes, seeds)
+    return keras.Model(inputs, logits, name=name)
+
+
+@register("conv2")
+def conv2(input_shape, num_classes, seeds):
+    return _conv_net("conv2", (64,), input_shape, num_classes, seeds)
+
+
+@register("conv4")
+def conv4(input_shape, num_classes, seeds):
+    return _conv_net("conv4", (64, 128), input_shape, num_classes, seeds)
+
+
+@register("conv6")
+def conv6(input_shape, num_classes, seeds):
+    return _conv_net("conv6", (64, 128, 256), input_shape, num_classes, seeds)

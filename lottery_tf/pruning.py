@@ -1,0 +1,47 @@
+"""Pruning strategies: given trained weights and current masks, new masks.
+
+Mechanism only. How much each layer loses in a round (the schedule: IMP rates
+per group, one-shot targets) is decided in `schedule.py` and handed in as
+`fractions`: the fraction of each layer's *surviving* weights to remove.
+Strategies are pure numpy functions of their inputs, so the same inputs give
+the same masks in any process, which is what makes resuming exact.
+"""
+
+import numpy as np
+
+from lottery_tf.registry import Registry
+
+STRATEGIES = Registry("pruning strategy")
+
+
+def count_to_prune(fraction, alive):
+    """round-half-up(fraction * alive): immune to 0.2 * 235200 = 47040.000000004."""
+    return int(np.floor(fraction * alive + 0.5))
+
+
+def magnitude_prune(weights, mask, fraction):
+    """Removes the smallest-magnitude `fraction` of the weights alive in `mask`.
+
+    Ties in magnitude are broken by flat (C-order) index: the lower index is
+    pruned first, so the result never depends on the sort implementation.
+    Returns a new float mask of the same shape and dtype as `mask`.
+    """
+    if weights.shape != mask.shape:
+        raise ValueError(f"weights {weights.shape} and mask {mask.shape} differ")
+    flat_mask = mask.reshape(-1)
+    alive = np.flatnonzero(flat_mask)
+    k = count_to_prune(fraction, alive.size)
+    new_mask = flat_mask.copy()
+    if k:
+        magnitudes = np.abs(weights.reshape(-1)[alive])
+        new_mask[alive[np.argsort(magnitudes, kind="stable")[:k]]] = 0
+    return new_mask.reshape(mask.shape)
+
+
+@STRATEGIES.register("layerwise_magnitude")
+def layerwise_magnitude(weights, masks, fractions):
+    """Each layer loses `fractions[name]` of its surviving weights (paper)."""
+    return {
+        name: magnitude_prune(weights[name], masks[name], fractions[name])
+        for name in masks
+    }
