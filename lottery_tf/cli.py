@@ -103,6 +103,31 @@ def config_from_flags():
     )
 
 
+def _start_tensorflow_quietly():
+    """Imports TensorFlow and finds its devices with C++ stderr muted.
+
+    TensorFlow 2.21 prints its start-up banner (oneDNN, CUDA stubs, cuInit)
+    before it reads TF_CPP_MIN_LOG_LEVEL, so that variable cannot hide it.
+    Muted only at the default level 2 or above; set TF_CPP_MIN_LOG_LEVEL=0
+    to see everything. Python exceptions still surface (after restoring).
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2":
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _print_line(line):
     print(line, flush=True)
 
@@ -111,11 +136,13 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:
-        # TFDS logs each file it opens at INFO; our per-round lines say enough.
-        logging.set_verbosity(logging.WARNING)
+        # TFDS logs each file it opens (INFO) and its own deprecations
+        # (WARNING); the per-round lines and errors say what users need.
+        logging.set_verbosity(logging.ERROR)
     try:
         config = config_from_flags().validate()
-        from lottery_tf import runner  # TensorFlow loads here, after flag checks.
+        _start_tensorflow_quietly()
+        from lottery_tf import runner  # noqa: E402
 
         runner.run(config, progress=_print_line)
     except errors.LotteryError as e:

@@ -65,11 +65,12 @@ def run(config, progress=print, dataset=None):
         config.steps_per_execution, config.eval_every, iterations
     )
     strategy = distribute.make(config.distribution_strategy)
+    jit_compile = config.jit_compile and training.jit_supported(strategy)
     with strategy.scope():
         model = models.build(config.model, dataset.input_shape, dataset.num_classes, config.seed)
         training.compile_model(
             model, config.optimizer, config.learning_rate, config.momentum,
-            config.jit_compile, steps,
+            jit_compile, steps,
         )
 
     run_dir.create(config)
@@ -80,7 +81,8 @@ def run(config, progress=print, dataset=None):
 
     results = []
     for r in range(config.rounds):
-        if run_dir.round_complete(r):
+        saved = run_dir.round_complete(r)
+        if saved:
             metrics = read_json(run_dir.metrics_path(r))
         else:
             metrics = _train_round(
@@ -89,7 +91,7 @@ def run(config, progress=print, dataset=None):
             )
         results.append(metrics)
         run_dir.write_summary([summary_row(m) for m in results])
-        progress(format_round(metrics, config.rounds))
+        progress(format_round(metrics, config.rounds) + (" [saved]" if saved else ""))
     return results
 
 

@@ -24,6 +24,16 @@ def effective_steps_per_execution(requested, eval_every, iterations):
     return math.gcd(requested, eval_every, iterations)
 
 
+def jit_supported(strategy):
+    """Whether Keras's `jit_compile` can run under `strategy`.
+
+    XLA compiles the whole step into one cluster, which cannot reach variables
+    mirrored on other devices ("Trying to access resource ... located in
+    device CPU:1 from device CPU:0"); TPUs compile with XLA anyway.
+    """
+    return strategy.num_replicas_in_sync == 1
+
+
 def compile_model(model, optimizer, learning_rate, momentum, jit_compile, steps_per_execution):
     """Compiles for training; call inside the distribution strategy's scope."""
     model.compile(

@@ -96,6 +96,7 @@ class RunnerTest(tf.test.TestCase):
             lines = []
             resumed = runner.run(interrupted, progress=lines.append)
         self.assertLen(lines, 3)
+        self.assertEqual([line.endswith(" [saved]") for line in lines], [True, True, False])
         # Rounds 0 and 1 were read back, not retrained.
         self.assertEqual(_without_times(resumed), _without_times(reference))
         self.assertEqual(resumed[1]["wall_time_s"], read_json(

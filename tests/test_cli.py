@@ -1,0 +1,220 @@
+"""The absl entry point: flagfiles end to end, and every bad input.
+
+Bad inputs are checked in-process (fast) for message, exit status and that
+nothing is written; a few run as real subprocesses too, to see exactly what a
+user sees: one line on stderr, exit status 2, no traceback.
+"""
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import time
+from unittest import mock
+
+import tensorflow as tf
+from absl import flags
+
+from conftest import mock_tfds
+from lottery_tf import cli
+from lottery_tf.run_dir import RunDir, read_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+
+
+def run_cli(args):
+    """Runs the CLI in-process; returns (exit status, stdout, stderr)."""
+    FLAGS.unparse_flags()
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            argv = FLAGS(["lottery-tf"] + list(args))
+            cli.main(argv)
+        except SystemExit as e:
+            status = e.code
+        finally:
+            FLAGS.unparse_flags()
+    return status, out.getvalue(), err.getvalue()
+
+
+def _tree(path):
+    found = []
+    for root, dirs, files in os.walk(path):
+        found += [os.path.join(root, f) for f in files]
+    return sorted(found)
+
+
+TINY_FLAGS = [
+    "--iterations=20", "--eval_every=10", "--validation_size=60",
+    "--batch_size=16", "--verbose=0", "--steps_per_execution=5",
+]
+
+
+class CliEndToEndTest(tf.test.TestCase):
+    def test_flagfile_run_prints_rounds_and_resumes(self):
+        out_dir = os.path.join(self.get_temp_dir(), "run")
+        flagfile = os.path.join(self.get_temp_dir(), "tiny.flags")
+        with open(flagfile, "w") as f:
+            f.write("# a tiny experiment\n--model=lenet_300_100\n--rounds=3\n")
+            f.write("\n".join(TINY_FLAGS) + f"\n--output_dir={out_dir}\n")
+        with mock_tfds():
+            status, out, err = run_cli([f"--flagfile={flagfile}"])
+            self.assertEqual(status, 0, err)
+            lines = out.splitlines()
+            self.assertLen(lines, 3)
+            self.assertStartsWith(lines[0], "round 0 (1/3) | 100.00% weights remaining")
+            self.assertStartsWith(lines[1], "round 1 (2/3) | 80.04% weights remaining")
+            self.assertStartsWith(lines[2], "round 2 (3/3) | 64.06% weights remaining")
+            saved = read_json(RunDir(out_dir).config_path)
+            self.assertEqual(saved["rounds"], 3)
+            self.assertEqual(saved["learning_rate"], 1.2e-3)
+            # Extending the run trains only the new round.
+            status, out, err = run_cli([f"--flagfile={flagfile}", "--rounds=4"])
+        self.assertEqual(status, 0, err)
+        self.assertLen(out.splitlines(), 4)
+        self.assertEqual(
+            out.splitlines()[:3], [line.replace("/3)", "/4)") + " [saved]" for line in lines]
+        )
+        self.assertStartsWith(out.splitlines()[3], "round 3 (4/4) | 51.")
+
+    def test_shipped_flagfiles_parse_to_valid_configs(self):
+        expected = {
+            "lenet300_mnist.flags": dict(model="lenet_300_100", learning_rate=1.2e-3, iterations=50000,
+                                         fc_rate=0.2, output_rate=0.1, batch_size=60),
+            "conv2_cifar10.flags": dict(model="conv2", learning_rate=2e-4, iterations=20000, conv_rate=0.1),
+            "conv4_cifar10.flags": dict(model="conv4", learning_rate=3e-4, iterations=25000, conv_rate=0.1),
+            "conv6_cifar10.flags": dict(model="conv6", learning_rate=3e-4, iterations=30000, conv_rate=0.15),
+        }
+        for name, values in expected.items():
+            FLAGS.unparse_flags()
+            FLAGS(["lottery-tf", f"--flagfile={os.path.join(REPO, 'flags', name)}"])
+            config = cli.config_from_flags().validate()
+            FLAGS.unparse_flags()
+            for key, value in values.items():
+                self.assertEqual(getattr(config, key), value, (name, key))
+            self.assertEqual(config.batch_size, 60, name)
+            self.assertEqual(config.optimizer, "adam", name)
+        FLAGS(["lottery-tf", f"--flagfile={os.path.join(REPO, 'flags', 'quickstart.flags')}"])
+        quick = cli.config_from_flags().validate()
+        FLAGS.unparse_flags()
+        self.assertEqual((quick.model, quick.dataset), ("lenet_300_100", "mnist"))
+        self.assertGreaterEqual(quick.rounds, 4)
+
+
+BAD_INPUTS = [
+    (["--model=lenet5"], "unknown model 'lenet5'; known: conv2, conv4, conv6, lenet_300_100"),
+    (["--dataset=not_a_dataset"], "unknown dataset 'not_a_dataset'"),
+    (["--optimizer=adagrad"], "unknown optimizer 'adagrad'; known: adam, sgd"),
+    (["--strategy=parameter_server"], "unknown strategy 'parameter_server'"),
+    (["--pruning_strategy=random"], "unknown pruning strategy 'random'; known: layerwise_magnitude"),
+    (["--fc_rate=1.0"], "--fc_rate=1.0 is outside [0, 1)"),
+    (["--conv_rate=-0.1"], "--conv_rate=-0.1 is outside [0, 1)"),
+    (["--output_rate=1.5"], "--output_rate=1.5 is outside [0, 1)"),
+    (["--rounds=0"], "--rounds=0 must be at least 1"),
+    (["--batch_size=0"], "--batch_size=0 must be positive"),
+    (["--iterations=-5"], "give exactly one positive training length"),
+    (["--iterations=0", "--epochs=0"], "give exactly one positive training length"),
+    (["--eval_every=0"], "--eval_every=0 must be positive"),
+    (["--learning_rate=0"], "--learning_rate=0.0 must be positive"),
+    (["--one_shot_sparsity=1.0"], "--one_shot_sparsity=1.0 is outside (0, 1)"),
+    (["--one_shot_sparsity=-0.5"], "--one_shot_sparsity=-0.5 is outside (0, 1)"),
+    (["--one_shot_sparsity=0.5", "--rounds=5"], "--one_shot_sparsity runs exactly 2 rounds"),
+    (["stray_argument"], "unexpected arguments: stray_argument"),
+]
+
+
+class BadInputTest(tf.test.TestCase):
+    def _assert_refused(self, args, message, out_dir):
+        with mock_tfds():
+            status, out, err = run_cli(TINY_FLAGS + args + [f"--output_dir={out_dir}"])
+        self.assertEqual(status, 2, (args, err))
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertStartsWith(err, "lottery-tf: error: ")
+        self.assertIn(message, err)
+        self.assertEqual(out, "")
+        return err
+
+    def test_each_bad_flag_is_one_line_exit_2_and_writes_nothing(self):
+        for args, message in BAD_INPUTS:
+            out_dir = os.path.join(self.get_temp_dir(), "never")
+            self._assert_refused(args, message, out_dir)
+            self.assertFalse(os.path.exists(out_dir), args)
+
+    def test_output_dir_that_is_a_file(self):
+        path = os.path.join(self.get_temp_dir(), "a_file")
+        with open(path, "w") as f:
+            f.write("keep me")
+        self._assert_refused([], "exists and is not a directory", path)
+        with open(path) as f:
+            self.assertEqual(f.read(), "keep me")
+
+    def test_output_dir_that_is_not_writable(self):
+        parent = os.path.join(self.get_temp_dir(), "a_file2")
+        with open(parent, "w") as f:
+            f.write("x")
+        # Below a regular file nothing can be created, even by root.
+        self._assert_refused([], "is not writable", os.path.join(parent, "run"))
+        with mock.patch("os.access", return_value=False):
+            self._assert_refused([], "is not writable", os.path.join(self.get_temp_dir(), "ro", "run"))
+        self.assertFalse(os.path.exists(os.path.join(self.get_temp_dir(), "ro")))
+
+    def test_non_empty_directory_that_is_no_run(self):
+        path = os.path.join(self.get_temp_dir(), "photos")
+        os.makedirs(path)
+        with open(os.path.join(path, "cat.jpg"), "w") as f:
+            f.write("meow")
+        self._assert_refused([], "holds no lottery-tf run", path)
+        self.assertEqual(os.listdir(path), ["cat.jpg"])
+
+    def test_run_dir_with_other_hyperparameters(self):
+        out_dir = os.path.join(self.get_temp_dir(), "run")
+        with mock_tfds():
+            status, _, err = run_cli(TINY_FLAGS + [f"--output_dir={out_dir}"])
+        self.assertEqual(status, 0, err)
+        before = {p: open(p, "rb").read() for p in _tree(out_dir)}
+        err = self._assert_refused(["--seed=1", "--batch_size=8"], "other hyperparameters", out_dir)
+        self.assertIn("seed=0 (now 1)", err)
+        self.assertEqual({p: open(p, "rb").read() for p in _tree(out_dir)}, before)
+
+    def test_missing_offline_dataset_fails_fast_naming_the_flags(self):
+        data_dir = os.path.join(self.get_temp_dir(), "empty_tfds")
+        out_dir = os.path.join(self.get_temp_dir(), "run")
+        start = time.monotonic()
+        # Offline, whatever network this machine has.
+        with mock.patch("socket.create_connection", side_effect=OSError("offline")):
+            status, out, err = run_cli([f"--data_dir={data_dir}", f"--output_dir={out_dir}"])
+        self.assertLess(time.monotonic() - start, 30)
+        self.assertEqual(status, 2, err)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("--data_dir", err)
+        self.assertIn("--manual_dir", err)
+        self.assertFalse(os.path.exists(out_dir))
+
+
+class SubprocessTest(tf.test.TestCase):
+    """What a user's terminal shows: one line, exit status 2, no traceback."""
+
+    def _run(self, *args):
+        env = dict(os.environ, PYTHONPATH=REPO)
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI's own default applies
+        return subprocess.run(
+            [sys.executable, "-m", "lottery_tf", *args],
+            capture_output=True, text=True, cwd=self.get_temp_dir(), env=env, timeout=120,
+        )
+
+    def test_bad_flag_before_tensorflow_starts(self):
+        result = self._run("--fc_rate=2")
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.stderr, "lottery-tf: error: --fc_rate=2.0 is outside [0, 1)\n")
+
+    def test_unknown_model_after_tensorflow_starts(self):
+        result = self._run("--model=resnet9000")
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(
+            result.stderr,
+            "lottery-tf: error: unknown model 'resnet9000'; known: conv2, conv4, conv6, lenet_300_100\n",
+        )
+        self.assertEqual(os.listdir(self.get_temp_dir()), [])

@@ -1,0 +1,77 @@
+import os
+import time
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from conftest import mock_tfds, real_mnist_dir
+from lottery_tf import data, errors
+
+
+def _images(ds):
+    return np.concatenate([x.numpy() for x, _ in ds])
+
+
+class HoldoutTest(tf.test.TestCase):
+    def test_validation_is_the_first_examples_of_train_and_disjoint(self):
+        with mock_tfds(num_examples=200):
+            dataset = data.load("mnist", validation_size=50)
+            raw = tfds.load("mnist", split="train", as_supervised=True, shuffle_files=False)
+            raw_images = np.stack([x.numpy() for x, _ in raw]).astype(np.float32) / 255.0
+            validation = _images(dataset.validation)
+            train = _images(dataset.train(batch_size=150, seed=0).take(1))
+        self.assertEqual(dataset.num_train, 150)
+        self.assertEqual((dataset.input_shape, dataset.num_classes), ((28, 28, 1), 10))
+        self.assertAllEqual(validation, raw_images[:50])
+        # One batch of the whole train part is a permutation of examples 50..199.
+        key = lambda a: sorted(map(bytes, a.reshape(len(a), -1)))  # noqa: E731
+        self.assertEqual(key(train), key(raw_images[50:]))
+        self.assertEqual(validation.dtype, np.float32)
+        self.assertBetween(float(train.min()), 0.0, 1.0)
+        self.assertBetween(float(train.max()), 0.0, 1.0)
+
+    def test_train_order_is_seeded(self):
+        with mock_tfds(num_examples=200):
+            dataset = data.load("mnist", validation_size=50)
+            a = _images(dataset.train(batch_size=10, seed=1).take(3))
+            b = _images(dataset.train(batch_size=10, seed=1).take(3))
+            c = _images(dataset.train(batch_size=10, seed=2).take(3))
+        self.assertAllEqual(a, b)
+        self.assertNotAllClose(a, c)
+
+    def test_holdout_larger_than_train_is_refused(self):
+        with mock_tfds(num_examples=100):
+            with self.assertRaisesRegex(errors.LotteryError, "too few to hold out --validation_size=100"):
+                data.load("mnist", validation_size=100)
+
+    def test_unknown_dataset(self):
+        with self.assertRaisesRegex(errors.LotteryError, "unknown dataset 'mnistt'"):
+            data.load("mnistt", data_dir=self.get_temp_dir())
+
+    def test_offline_failure_is_fast_and_writes_nothing(self):
+        data_dir = os.path.join(self.get_temp_dir(), "tfds")
+        start = time.monotonic()
+        with mock.patch("socket.create_connection", side_effect=OSError("offline")):
+            with self.assertRaisesRegex(errors.LotteryError, "storage.googleapis.com unreachable.*--data_dir.*--manual_dir"):
+                data.load("mnist", data_dir=data_dir)
+        self.assertLess(time.monotonic() - start, 30)
+        self.assertFalse(os.path.exists(data_dir))
+
+
+class RealMnistDataTest(tf.test.TestCase):
+    def test_real_mnist_splits(self):
+        dataset = data.load("mnist", data_dir=real_mnist_dir())
+        self.assertEqual(dataset.num_train, 55000)
+        self.assertEqual(sum(len(y) for _, y in dataset.validation), 5000)
+        self.assertEqual(sum(len(y) for _, y in dataset.test), 10000)
+
+    def test_manual_dir_route_prepares_mnist_offline(self):
+        manual_dir = os.environ.get("LOTTERY_TF_MNIST_MANUAL_DIR", "")
+        if not os.path.exists(os.path.join(manual_dir, "train-images-idx3-ubyte.gz")):
+            self.skipTest("needs LOTTERY_TF_MNIST_MANUAL_DIR with the original MNIST files (.ci/run sets it)")
+        data_dir = os.path.join(self.get_temp_dir(), "tfds")
+        with mock.patch("socket.create_connection", side_effect=OSError("offline")):
+            dataset = data.load("mnist", data_dir=data_dir, manual_dir=manual_dir)
+        self.assertEqual(dataset.num_train, 55000)
