@@ -66,8 +66,9 @@ flags.DEFINE_integer("steps_per_execution", _DEFAULTS.steps_per_execution,
                      "Training steps per compiled call (lowered to land on evaluations).")
 flags.DEFINE_boolean("deterministic", _DEFAULTS.deterministic,
                      "Enable TF op determinism: the same seed gives bitwise-identical runs.")
-flags.DEFINE_integer("verbose", _DEFAULTS.verbose,
-                     "Keras progress: 0 silent, 1 progress bar, 2 one line per round.")
+flags.DEFINE_integer("verbose", None,
+                     "Keras progress: 0 silent, 1 progress bar, 2 one line per round; "
+                     "default 1 on a terminal, else 2.")
 
 FLAGS = flags.FLAGS
 
@@ -99,7 +100,7 @@ def config_from_flags():
         jit_compile=FLAGS.jit_compile,
         steps_per_execution=FLAGS.steps_per_execution,
         deterministic=FLAGS.deterministic,
-        verbose=FLAGS.verbose,
+        verbose=FLAGS.verbose if FLAGS.verbose is not None else (1 if sys.stdout.isatty() else 2),
     )
 
 

@@ -136,9 +136,17 @@ class RunDir:
         """Makes the directory and saves the configuration (run options too)."""
         try:
             os.makedirs(self.path, exist_ok=True)
+            self._remove_stale_temp_files()
             write_json(self.config_path, config.to_dict())
         except OSError as e:
             raise errors.LotteryError(f"--output_dir {self.path}: {e.strerror}") from None
+
+    def _remove_stale_temp_files(self):
+        # Left by a process killed mid-write; never read, so safe to drop.
+        for root, _, files in os.walk(self.path):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    os.unlink(os.path.join(root, name))
 
     def round_complete(self, r):
         return os.path.exists(self.metrics_path(r))
