@@ -5,6 +5,7 @@ runner check them, and any problem ends the run with one line on stderr and
 exit status 2, before anything is written.
 """
 
+import importlib
 import os
 import sys
 
@@ -14,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 from lottery_tf import config as config_lib  # noqa: E402
-from lottery_tf import errors  # noqa: E402
+from lottery_tf import errors, startup  # noqa: E402
 
 _DEFAULTS = config_lib.Config()
 
@@ -104,60 +105,42 @@ def config_from_flags():
     )
 
 
-def _start_tensorflow_quietly():
-    """Imports TensorFlow and finds its devices with C++ stderr muted.
-
-    TensorFlow 2.21 prints its start-up banner (oneDNN, CUDA stubs, cuInit)
-    before it reads TF_CPP_MIN_LOG_LEVEL, so that variable cannot hide it.
-    Muted only at the default level 2 or above; set TF_CPP_MIN_LOG_LEVEL=0
-    to see everything. Python exceptions still surface (after restoring).
-    """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2":
-        import tensorflow  # noqa: F401
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _print_line(line):
     print(line, flush=True)
 
 
 def main(argv):
     if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        startup.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:
         # TFDS logs each file it opens (INFO) and its own deprecations
         # (WARNING); the per-round lines and errors say what users need.
         logging.set_verbosity(logging.ERROR)
     try:
         config = config_from_flags().validate()
-        _start_tensorflow_quietly()
+        startup.start_tensorflow_quietly()
         from lottery_tf import runner  # noqa: E402
 
         runner.run(config, progress=_print_line)
     except errors.LotteryError as e:
-        _fail(str(e))
+        startup.fail(str(e))
 
 
-def _fail(message):
-    print(f"lottery-tf: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+# `lottery-tf NAME ...` runs the absl app in module SUBCOMMANDS[NAME]. Its flags
+# must not reuse this module's flag names (tests import both in one process).
+SUBCOMMANDS = {
+    "export": "lottery_tf.export",
+}
 
 
-def run():
-    """Console-script entry point."""
-    app.run(main)
+def run(argv=None):
+    """Console-script entry point: training, or a subcommand."""
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) > 1 and argv[1] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[1]])
+        app.run(module.main, argv=[f"{argv[0]} {argv[1]}"] + argv[2:])
+    else:
+        app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""What every lottery-tf command does at start and on a user error."""
+
+import os
+import sys
+
+
+def fail(message):
+    """Ends the program on a user error: one line on stderr, exit status 2."""
+    print(f"lottery-tf: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def start_tensorflow_quietly():
+    """Imports TensorFlow and finds its devices with C++ stderr muted.
+
+    TensorFlow 2.21 prints its start-up banner (oneDNN, CUDA stubs, cuInit)
+    before it reads TF_CPP_MIN_LOG_LEVEL, so that variable cannot hide it.
+    Muted only at the default level 2 or above; set TF_CPP_MIN_LOG_LEVEL=0
+    to see everything. Python exceptions still surface (after restoring).
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2":
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
