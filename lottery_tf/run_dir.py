@@ -3,6 +3,7 @@
 Layout (every file written whole or not at all: temp file, fsync, rename):
 
     config.json               the full configuration of the run
+    dataset.json              dataset name, input shape, class count, sizes
     theta0.npz                θ0: every model weight at initialization
     summary.csv               one row per completed round
     round_000/mask.npz        masks the round trained with
@@ -86,6 +87,10 @@ class RunDir:
         return os.path.join(self.path, "theta0.npz")
 
     @property
+    def dataset_path(self):
+        return os.path.join(self.path, "dataset.json")
+
+    @property
     def summary_path(self):
         return os.path.join(self.path, "summary.csv")
 
@@ -132,12 +137,17 @@ class RunDir:
                 f"{details}; use another --output_dir"
             )
 
-    def create(self, config):
-        """Makes the directory and saves the configuration (run options too)."""
+    def create(self, config, dataset_info):
+        """Makes the directory; saves the configuration and dataset facts.
+
+        `dataset_info` (input shape, class count, ...) lets later tools rebuild
+        the model without loading the dataset.
+        """
         try:
             os.makedirs(self.path, exist_ok=True)
             self._remove_stale_temp_files()
             write_json(self.config_path, config.to_dict())
+            write_json(self.dataset_path, dataset_info)
         except OSError as e:
             raise errors.LotteryError(f"--output_dir {self.path}: {e.strerror}") from None
 

@@ -73,7 +73,13 @@ def run(config, progress=print, dataset=None):
             jit_compile, steps,
         )
 
-    run_dir.create(config)
+    run_dir.create(config, {
+        "name": dataset.name,
+        "input_shape": list(dataset.input_shape),
+        "num_classes": dataset.num_classes,
+        "num_train": dataset.num_train,
+        "iterations_per_round": iterations,
+    })
     theta0 = _theta0(run_dir, model)
     layers = masked_layers(model)
     groups = {layer.name: layer.pruning_group for layer in layers}
