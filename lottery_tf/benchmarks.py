@@ -48,7 +48,7 @@ def _compiled(masked, jit_compile, steps_per_execution):
     from lottery_tf import training
 
     model = _lenet(masked)
-    training.compile_model(model, "adam", 1.2e-3, 0.0, jit_compile, steps_per_execution)
+    training.compile_model(model, training.make_optimizer("adam", 1.2e-3), jit_compile, steps_per_execution)
     return model
 
 

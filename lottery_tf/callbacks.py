@@ -20,22 +20,23 @@ def model_weights(model):
 class LotteryCallback(keras.callbacks.Callback):
     """Starts a round from θ0 under its masks and ends it by pruning.
 
-    On train begin: installs `masks`, resets every weight to θ0 (kernels to
-    θ0 * mask) and zeroes the optimizer state, iteration count included, so
-    each round trains exactly like a fresh network of that sparsity. On train
-    end: asks `prune` for the next round's masks from the trained kernels, and
-    leaves them in `next_masks` (None when `prune` is None). All assignments
-    are device-side; nothing here retraces the model's compiled functions.
+    On train begin: installs `masks`, resets every weight to `start_weights`
+    (θ0, or the rewind point; kernels times the mask) and zeroes the optimizer
+    state, iteration count included, so each round trains exactly like a
+    fresh network of that sparsity. On train end: asks `prune` for the next
+    round's masks from the trained kernels, and leaves them in `next_masks`
+    (None when `prune` is None). All assignments are device-side; nothing
+    here retraces the model's compiled functions.
 
     Args:
-      theta0: weight key -> initial value, for every entry of `model_weights`.
+      start_weights: weight key -> value, for every entry of `model_weights`.
       masks: masked layer name -> mask for this round.
       prune: callable (kernels, masks) -> masks, or None for no pruning.
     """
 
-    def __init__(self, theta0, masks, prune=None):
+    def __init__(self, start_weights, masks, prune=None):
         super().__init__()
-        self._theta0 = theta0
+        self._theta0 = start_weights
         self._masks = masks
         self._prune = prune
         self.next_masks = None
@@ -60,3 +61,21 @@ class LotteryCallback(keras.callbacks.Callback):
         layers = masked_layers(self.model)
         kernels = {layer.name: layer.kernel.numpy() for layer in layers}
         self.next_masks = self._prune(kernels, self._masks)
+
+
+class WeightSnapshot(keras.callbacks.Callback):
+    """Copies every weight (masks aside) after `iteration` training steps.
+
+    The rewind point of late resetting (Frankle et al. 2019). Needs the
+    steps per execution to land on `iteration` (see
+    `training.effective_steps_per_execution`).
+    """
+
+    def __init__(self, iteration):
+        super().__init__()
+        self._iteration = iteration
+        self.weights = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.weights is None and batch + 1 == self._iteration:
+            self.weights = {key: v.numpy() for key, v in model_weights(self.model).items()}

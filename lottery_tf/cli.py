@@ -5,6 +5,7 @@ runner check them, and any problem ends the run with one line on stderr and
 exit status 2, before anything is written.
 """
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -16,6 +17,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from lottery_tf import config as config_lib  # noqa: E402
 from lottery_tf import errors, startup  # noqa: E402
+from lottery_tf.run_dir import RunDir  # noqa: E402
 
 _DEFAULTS = config_lib.Config()
 
@@ -37,12 +39,33 @@ flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.")
 flags.DEFINE_string("optimizer", _DEFAULTS.optimizer, "Optimizer: adam or sgd.")
 flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Learning rate.")
 flags.DEFINE_float("momentum", _DEFAULTS.momentum, "Momentum, for --optimizer=sgd.")
+flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay,
+                   "Decoupled weight decay of the optimizer (0: none).")
+flags.DEFINE_integer("warmup_iterations", _DEFAULTS.warmup_iterations,
+                     "Linear learning-rate warmup from 0 over this many iterations.")
+flags.DEFINE_list("lr_drops", [],
+                  "Iterations at which the learning rate is multiplied by --lr_drop_factor.")
+flags.DEFINE_float("lr_drop_factor", _DEFAULTS.lr_drop_factor,
+                   "Learning-rate factor at each of --lr_drops.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of θ0 and of the data order.")
+flags.DEFINE_integer("trials", 1,
+                     "Independent trials: trial t uses --seed + t and the run directory "
+                     "OUTPUT_DIR/trial_t (with 1 trial, OUTPUT_DIR itself).")
+flags.DEFINE_integer("trial_index", -1,
+                     "With --trials: run only this trial (e.g. one per machine); -1 runs all.")
 flags.DEFINE_integer("eval_every", _DEFAULTS.eval_every,
                      "Evaluate validation and test sets every this many iterations.")
 # Pruning.
-flags.DEFINE_string("pruning_strategy", _DEFAULTS.pruning_strategy,
-                    "Pruning strategy: layerwise_magnitude.")
+flags.DEFINE_string("pruning_scope", _DEFAULTS.pruning_scope,
+                    "Magnitude pruning per layer (layerwise, each group at its rate) or "
+                    "across layers (global, one threshold at --global_rate).")
+flags.DEFINE_float("global_rate", _DEFAULTS.global_rate,
+                   "Fraction of surviving weights pruned per round with --pruning_scope=global.")
+flags.DEFINE_list("global_exclude", _DEFAULTS.global_exclude.split(","),
+                  "Layer names or groups (conv, fc, output) that global pruning leaves alone.")
+flags.DEFINE_integer("rewind_iteration", _DEFAULTS.rewind_iteration,
+                     "Late resetting: rounds after the first restart from the weights after "
+                     "this many iterations of round 0 instead of θ0 (0: θ0, the original).")
 flags.DEFINE_float("fc_rate", _DEFAULTS.fc_rate,
                    "Fraction of surviving fully-connected weights pruned per round.")
 flags.DEFINE_float("conv_rate", _DEFAULTS.conv_rate,
@@ -85,7 +108,14 @@ def config_from_flags():
         optimizer=FLAGS.optimizer,
         learning_rate=FLAGS.learning_rate,
         momentum=FLAGS.momentum,
-        pruning_strategy=FLAGS.pruning_strategy,
+        weight_decay=FLAGS.weight_decay,
+        warmup_iterations=FLAGS.warmup_iterations,
+        lr_drops=",".join(FLAGS.lr_drops),
+        lr_drop_factor=FLAGS.lr_drop_factor,
+        pruning_scope=FLAGS.pruning_scope,
+        global_rate=FLAGS.global_rate,
+        global_exclude=",".join(FLAGS.global_exclude),
+        rewind_iteration=FLAGS.rewind_iteration,
         conv_rate=FLAGS.conv_rate,
         fc_rate=FLAGS.fc_rate,
         output_rate=FLAGS.output_rate,
@@ -105,6 +135,22 @@ def config_from_flags():
     )
 
 
+def trial_configs(config, trials, trial_index=-1):
+    """One config per trial: seeds seed + t, run dirs OUTPUT_DIR/trial_t."""
+    if trials < 1:
+        raise errors.LotteryError(f"--trials={trials} must be at least 1")
+    if not -1 <= trial_index < trials:
+        raise errors.LotteryError(f"--trial_index={trial_index} is outside [0, --trials={trials})")
+    if trials == 1:
+        return [config]
+    base = RunDir.for_config(config).path
+    indices = range(trials) if trial_index < 0 else [trial_index]
+    return [
+        dataclasses.replace(config, seed=config.seed + t, output_dir=os.path.join(base, f"trial_{t}"))
+        for t in indices
+    ]
+
+
 def _print_line(line):
     print(line, flush=True)
 
@@ -117,11 +163,14 @@ def main(argv):
         # (WARNING); the per-round lines and errors say what users need.
         logging.set_verbosity(logging.ERROR)
     try:
-        config = config_from_flags().validate()
+        trials = trial_configs(config_from_flags().validate(), FLAGS.trials, FLAGS.trial_index)
         startup.start_tensorflow_quietly()
         from lottery_tf import runner  # noqa: E402
 
-        runner.run(config, progress=_print_line)
+        for config in trials:
+            if FLAGS.trials > 1:
+                _print_line(f"trial seed {config.seed}: {config.output_dir}")
+            runner.run(config, progress=_print_line)
     except errors.LotteryError as e:
         startup.fail(str(e))
 

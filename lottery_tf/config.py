@@ -14,6 +14,7 @@ import math
 from lottery_tf import errors
 
 OPTIMIZERS = ("adam", "sgd")
+PRUNING_SCOPES = ("layerwise", "global")
 DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 GROUP_RATE_FIELDS = {"conv": "conv_rate", "fc": "fc_rate", "output": "output_rate"}
 
@@ -27,11 +28,18 @@ HYPERPARAMETERS = (
     "optimizer",
     "learning_rate",
     "momentum",
-    "pruning_strategy",
+    "weight_decay",
+    "warmup_iterations",
+    "lr_drops",
+    "lr_drop_factor",
+    "pruning_scope",
     "conv_rate",
     "fc_rate",
     "output_rate",
+    "global_rate",
+    "global_exclude",
     "one_shot_sparsity",
+    "rewind_iteration",
     "seed",
     "eval_every",
 )
@@ -51,11 +59,18 @@ class Config:
     optimizer: str = "adam"
     learning_rate: float = 1.2e-3
     momentum: float = 0.0
-    pruning_strategy: str = "layerwise_magnitude"
+    weight_decay: float = 0.0
+    warmup_iterations: int = 0
+    lr_drops: str = ""
+    lr_drop_factor: float = 0.1
+    pruning_scope: str = "layerwise"
     conv_rate: float = 0.1
     fc_rate: float = 0.2
     output_rate: float = 0.1
+    global_rate: float = 0.2
+    global_exclude: str = "output"
     one_shot_sparsity: float = 0.0
+    rewind_iteration: int = 0
     seed: int = 0
     eval_every: int = 500
     # Run options.
@@ -76,7 +91,9 @@ class Config:
         _require(self.distribution_strategy in DISTRIBUTION_STRATEGIES,
                  f"unknown strategy {self.distribution_strategy!r}; known: "
                  f"{', '.join(DISTRIBUTION_STRATEGIES)}")
-        for group, field in GROUP_RATE_FIELDS.items():
+        _require(self.pruning_scope in PRUNING_SCOPES,
+                 f"unknown pruning scope {self.pruning_scope!r}; known: {', '.join(PRUNING_SCOPES)}")
+        for field in list(GROUP_RATE_FIELDS.values()) + ["global_rate"]:
             rate = getattr(self, field)
             _require(_finite(rate) and 0.0 <= rate < 1.0,
                      f"--{field}={rate} is outside [0, 1)")
@@ -94,6 +111,18 @@ class Config:
                  f"--learning_rate={self.learning_rate} must be positive")
         _require(_finite(self.momentum) and 0.0 <= self.momentum < 1.0,
                  f"--momentum={self.momentum} is outside [0, 1)")
+        _require(_finite(self.weight_decay) and self.weight_decay >= 0.0,
+                 f"--weight_decay={self.weight_decay} must not be negative")
+        _require(self.warmup_iterations >= 0,
+                 f"--warmup_iterations={self.warmup_iterations} must not be negative")
+        _require(_finite(self.lr_drop_factor) and 0.0 < self.lr_drop_factor <= 1.0,
+                 f"--lr_drop_factor={self.lr_drop_factor} is outside (0, 1]")
+        self.lr_drop_iterations()
+        _require(self.rewind_iteration >= 0,
+                 f"--rewind_iteration={self.rewind_iteration} must not be negative")
+        _require(self.iterations == 0 or self.rewind_iteration < self.iterations,
+                 f"--rewind_iteration={self.rewind_iteration} must be below "
+                 f"--iterations={self.iterations}")
         _require(_finite(self.one_shot_sparsity) and 0.0 <= self.one_shot_sparsity < 1.0,
                  f"--one_shot_sparsity={self.one_shot_sparsity} is outside (0, 1)")
         _require(not (self.one_shot_sparsity and self.rounds != 2),
@@ -106,6 +135,20 @@ class Config:
     def rates(self):
         """Pruning group -> rate."""
         return {group: getattr(self, f) for group, f in GROUP_RATE_FIELDS.items()}
+
+    def lr_drop_iterations(self):
+        """--lr_drops as a sorted tuple of positive iterations."""
+        try:
+            drops = tuple(int(x) for x in self.lr_drops.split(",") if x.strip())
+        except ValueError:
+            drops = (-1,)
+        _require(all(d > 0 for d in drops) and list(drops) == sorted(set(drops)),
+                 f"--lr_drops={self.lr_drops} must be increasing positive iterations")
+        return drops
+
+    def excluded_from_global(self):
+        """Layer names or groups that global pruning leaves alone."""
+        return tuple(x.strip() for x in self.global_exclude.split(",") if x.strip())
 
     def hyperparameters(self):
         return {name: getattr(self, name) for name in HYPERPARAMETERS}

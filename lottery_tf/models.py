@@ -94,3 +94,69 @@ def conv4(input_shape, num_classes, seeds):
 @register("conv6")
 def conv6(input_shape, num_classes, seeds):
     return _conv_net("conv6", (64, 128, 256), input_shape, num_classes, seeds)
+
+
+def _conv_bn_relu(x, filters, name, seeds, strides=1, relu=True):
+    """3x3 (or strided) masked conv, batch norm (never pruned), ReLU."""
+    x = MaskedConv2D(
+        filters,
+        3,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        pruning_group="conv",
+        kernel_initializer=seeds.glorot_normal(),
+        name=name,
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+@register("vgg19")
+def vgg19(input_shape, num_classes, seeds):
+    """VGG-19 for CIFAR (paper Section 5, as in open_lth): 16 conv+BN layers.
+
+    Blocks of 64x2, 128x2, 256x4, 512x4, 512x4 with 2x2 max-pooling between
+    them, global average pooling, and one output layer.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    plan = [(64, 2), (128, 2), (256, 4), (512, 4), (512, 4)]
+    conv = 0
+    for block, (filters, count) in enumerate(plan, start=1):
+        if block > 1:
+            x = keras.layers.MaxPool2D(2, padding="same", name=f"pool{block - 1}")(x)
+        for _ in range(count):
+            conv += 1
+            x = _conv_bn_relu(x, filters, f"conv{conv}", seeds)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    logits = _dense(num_classes, "output", "output", seeds, activation=None)(x)
+    return keras.Model(inputs, logits, name="vgg19")
+
+
+@register("resnet20")
+def resnet20(input_shape, num_classes, seeds):
+    """ResNet-20 for CIFAR (He et al. 2016; the paper's "ResNet-18").
+
+    A 16-filter stem, three stages of three basic blocks (16, 32, 64 filters,
+    stride 2 entering stages 2 and 3, 1x1 conv + BN shortcut there), global
+    average pooling, one output layer. Every conv is masked; BN is not.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x = _conv_bn_relu(inputs, 16, "stem", seeds)
+    for stage, filters in enumerate((16, 32, 64), start=1):
+        for block in range(1, 4):
+            name = f"stage{stage}_block{block}"
+            strides = 2 if stage > 1 and block == 1 else 1
+            y = _conv_bn_relu(x, filters, f"{name}_conv1", seeds, strides=strides)
+            y = _conv_bn_relu(y, filters, f"{name}_conv2", seeds, relu=False)
+            if strides != 1 or x.shape[-1] != filters:
+                x = MaskedConv2D(
+                    filters, 1, strides=strides, use_bias=False, pruning_group="conv",
+                    kernel_initializer=seeds.glorot_normal(), name=f"{name}_shortcut",
+                )(x)
+                x = keras.layers.BatchNormalization(name=f"{name}_shortcut_bn")(x)
+            x = keras.layers.ReLU(name=f"{name}_relu")(keras.layers.Add(name=f"{name}_add")([x, y]))
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    logits = _dense(num_classes, "output", "output", seeds, activation=None)(x)
+    return keras.Model(inputs, logits, name="resnet20")

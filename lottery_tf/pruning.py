@@ -38,10 +38,40 @@ def magnitude_prune(weights, mask, fraction):
     return new_mask.reshape(mask.shape)
 
 
-@STRATEGIES.register("layerwise_magnitude")
+@STRATEGIES.register("layerwise")
 def layerwise_magnitude(weights, masks, fractions):
     """Each layer loses `fractions[name]` of its surviving weights (paper)."""
     return {
         name: magnitude_prune(weights[name], masks[name], fractions[name])
         for name in masks
     }
+
+
+@STRATEGIES.register("global")
+def global_magnitude(weights, masks, fractions):
+    """One magnitude threshold across every layer with a nonzero fraction.
+
+    The layers pruned together must share one fraction (the global rate);
+    layers with fraction 0 are left alone. Survivors of all included layers
+    are ranked together by magnitude; ties go by layer order (as in `masks`)
+    and then by flat index.
+    """
+    included = [name for name in masks if fractions[name] > 0]
+    rates = {fractions[name] for name in included}
+    if len(rates) > 1:
+        raise ValueError(f"global pruning needs one rate, got {sorted(rates)}")
+    new_masks = {name: mask.copy() for name, mask in masks.items()}
+    if not included:
+        return new_masks
+    alive = [np.flatnonzero(masks[name].reshape(-1)) for name in included]
+    magnitudes = np.concatenate(
+        [np.abs(weights[name].reshape(-1)[idx]) for name, idx in zip(included, alive)]
+    )
+    owner = np.concatenate([np.full(idx.size, i) for i, idx in enumerate(alive)])
+    position = np.concatenate(alive)
+    k = count_to_prune(rates.pop(), magnitudes.size)
+    # Stable sort over (layer order, flat index) order breaks ties as documented.
+    chosen = np.argsort(magnitudes, kind="stable")[:k]
+    for i, name in enumerate(included):
+        new_masks[name].reshape(-1)[position[chosen[owner[chosen] == i]]] = 0
+    return new_masks

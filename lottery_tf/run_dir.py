@@ -5,11 +5,15 @@ Layout (every file written whole or not at all: temp file, fsync, rename):
     config.json               the full configuration of the run
     dataset.json              dataset name, input shape, class count, sizes
     theta0.npz                θ0: every model weight at initialization
+    rewind.npz                with --rewind_iteration=k: the weights after k
+                              iterations of round 0, where later rounds start
     summary.csv               one row per completed round
     round_000/mask.npz        masks the round trained with
     round_000/weights.npz     weights at the end of the round's training
     round_000/metrics.json    the round's metrics; written last, so its
                               presence is what marks the round complete
+    tensorboard/              TensorBoard scalars, per round and per iteration
+    branches/NAME/            controls (see branches.py), laid out alike
 
 Each step skips when its outputs exist, so rerunning a command resumes it.
 """
@@ -85,6 +89,14 @@ class RunDir:
     @property
     def theta0_path(self):
         return os.path.join(self.path, "theta0.npz")
+
+    @property
+    def rewind_path(self):
+        return os.path.join(self.path, "rewind.npz")
+
+    @property
+    def tensorboard_dir(self):
+        return os.path.join(self.path, "tensorboard")
 
     @property
     def dataset_path(self):

@@ -1,11 +1,15 @@
-"""The lottery loop: train, prune, rewind to θ0, repeat.
+"""The lottery loop: train, prune, rewind, repeat.
 
 Each round is one idempotent step: it is skipped when its metrics exist, so
 rerunning a stopped run continues after the last completed round, and since
-a round depends only on θ0, its masks and its seed, a resumed run ends with
-the masks and metrics of an uninterrupted one.
+a round depends only on its start weights, its masks and its seed, a resumed
+run ends with the masks and metrics of an uninterrupted one.
+
+`setup` and `train` are the building blocks; `run` is the main IMP line, and
+`branches.py` reuses the same blocks for the controls.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -13,8 +17,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lottery_tf import data as data_lib
-from lottery_tf import distribute, errors, models, pruning, schedule, training
-from lottery_tf.callbacks import LotteryCallback, model_weights
+from lottery_tf import distribute, errors, models, pruning, schedule, summaries, training
+from lottery_tf.callbacks import LotteryCallback, WeightSnapshot, model_weights
 from lottery_tf.layers import masked_layers
 from lottery_tf.run_dir import RunDir, read_arrays, read_json, write_arrays
 
@@ -22,6 +26,148 @@ from lottery_tf.run_dir import RunDir, read_arrays, read_json, write_arrays
 def round_seed(seed, r):
     """The data-order seed of round r: distinct per round, fixed per run."""
     return int(seed) * 10007 + r
+
+
+@dataclasses.dataclass
+class Experiment:
+    """A compiled model on its data, ready to train rounds of `config`."""
+
+    config: object
+    dataset: data_lib.Dataset
+    model: keras.Model
+    iterations: int
+
+    @property
+    def layers(self):
+        return masked_layers(self.model)
+
+    @property
+    def groups(self):
+        return {layer.name: layer.pruning_group for layer in self.layers}
+
+    @property
+    def sizes(self):
+        return {layer.name: int(np.prod(layer.kernel.shape)) for layer in self.layers}
+
+    def dataset_info(self):
+        return {
+            "name": self.dataset.name,
+            "input_shape": list(self.dataset.input_shape),
+            "num_classes": self.dataset.num_classes,
+            "num_train": self.dataset.num_train,
+            "iterations_per_round": self.iterations,
+        }
+
+    def current_weights(self):
+        return {key: v.numpy() for key, v in model_weights(self.model).items()}
+
+    def pruner(self, one_shot_target=None):
+        """(kernels, masks) -> masks for one IMP round, or one-shot to a target."""
+        fractions = schedule.fractions_for(self.config, self.groups, self.sizes, one_shot_target)
+        strategy_fn = pruning.STRATEGIES.get(self.config.pruning_scope)
+        return lambda kernels, masks: strategy_fn(kernels, masks, fractions)
+
+
+@dataclasses.dataclass
+class RoundResult:
+    metrics: dict
+    weights: dict
+    next_masks: dict = None
+    snapshot: dict = None
+
+
+def check(config):
+    """Every check that needs no data: raises `errors.LotteryError`."""
+    config.validate()
+    models.MODELS.get(config.model)
+    pruning.STRATEGIES.get(config.pruning_scope)
+
+
+def setup(config, dataset=None, model_seed=None):
+    """Loads the data and builds the compiled model `config` describes.
+
+    Args:
+      config: a validated `Config`.
+      dataset: a `data.Dataset` to use instead of loading `config.dataset`.
+      model_seed: initializer seed, if not `config.seed` (random reinit).
+    """
+    check(config)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    if dataset is None:
+        dataset = data_lib.load(
+            config.dataset,
+            data_dir=config.data_dir or None,
+            manual_dir=config.manual_dir or None,
+            validation_size=config.validation_size,
+        )
+    iterations = config.train_iterations(dataset.num_train)
+    if iterations <= 0:
+        raise errors.LotteryError(
+            f"--epochs={config.epochs} at --batch_size={config.batch_size} is no "
+            f"iteration of {dataset.num_train} training examples"
+        )
+    if config.rewind_iteration >= iterations:
+        raise errors.LotteryError(
+            f"--rewind_iteration={config.rewind_iteration} must be below the "
+            f"{iterations} iterations of a round"
+        )
+    steps = training.effective_steps_per_execution(
+        config.steps_per_execution, config.eval_every, iterations, config.rewind_iteration
+    )
+    strategy = distribute.make(config.distribution_strategy)
+    jit_compile = config.jit_compile and training.jit_supported(strategy)
+    seed = config.seed if model_seed is None else model_seed
+    with strategy.scope():
+        model = models.build(config.model, dataset.input_shape, dataset.num_classes, seed)
+        optimizer = training.make_optimizer(
+            config.optimizer, config.learning_rate, config.momentum, config.weight_decay,
+            config.warmup_iterations, config.lr_drop_iterations(), config.lr_drop_factor,
+        )
+        training.compile_model(model, optimizer, jit_compile, steps)
+    return Experiment(config, dataset, model, iterations)
+
+
+def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0):
+    """Trains one round from `start_weights` under `masks`.
+
+    Returns a `RoundResult`: metrics (sparsity, early stopping, final
+    accuracy, learning curve, wall time), the trained weights, the masks
+    `prune` chose for the next round, and the weights after `snapshot_at`
+    iterations when asked for (the rewind point).
+    """
+    config = experiment.config
+    callback = LotteryCallback(start_weights, masks, prune)
+    callbacks = [callback]
+    snapshot = WeightSnapshot(snapshot_at) if snapshot_at else None
+    if snapshot:
+        callbacks.append(snapshot)
+    curve, wall = training.train_round(
+        experiment.model,
+        experiment.dataset.train(config.batch_size, seed=seed),
+        experiment.dataset.validation,
+        experiment.dataset.test,
+        experiment.iterations,
+        config.eval_every,
+        callbacks,
+        verbose=config.verbose,
+    )
+    metrics = {
+        "iterations": experiment.iterations,
+        **remaining(masks),
+        **training.summarize_curve(curve),
+        "wall_time_s": wall,
+        "curve": curve,
+    }
+    return RoundResult(
+        metrics, experiment.current_weights(), callback.next_masks,
+        snapshot.weights if snapshot else None,
+    )
+
+
+def dense_masks(experiment):
+    return {layer.name: np.ones(layer.mask.shape, np.float32) for layer in experiment.layers}
 
 
 def run(config, progress=print, dataset=None):
@@ -39,51 +185,12 @@ def run(config, progress=print, dataset=None):
       errors.LotteryError: bad configuration, data or run directory; raised
         before anything is written.
     """
-    config.validate()
-    models.MODELS.get(config.model)
-    strategy_fn = pruning.STRATEGIES.get(config.pruning_strategy)
+    check(config)
     run_dir = RunDir.for_config(config)
     run_dir.check(config)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
-
-    if dataset is None:
-        dataset = data_lib.load(
-            config.dataset,
-            data_dir=config.data_dir or None,
-            manual_dir=config.manual_dir or None,
-            validation_size=config.validation_size,
-        )
-    iterations = config.train_iterations(dataset.num_train)
-    if iterations <= 0:
-        raise errors.LotteryError(
-            f"--epochs={config.epochs} at --batch_size={config.batch_size} is no "
-            f"iteration of {dataset.num_train} training examples"
-        )
-    steps = training.effective_steps_per_execution(
-        config.steps_per_execution, config.eval_every, iterations
-    )
-    strategy = distribute.make(config.distribution_strategy)
-    jit_compile = config.jit_compile and training.jit_supported(strategy)
-    with strategy.scope():
-        model = models.build(config.model, dataset.input_shape, dataset.num_classes, config.seed)
-        training.compile_model(
-            model, config.optimizer, config.learning_rate, config.momentum,
-            jit_compile, steps,
-        )
-
-    run_dir.create(config, {
-        "name": dataset.name,
-        "input_shape": list(dataset.input_shape),
-        "num_classes": dataset.num_classes,
-        "num_train": dataset.num_train,
-        "iterations_per_round": iterations,
-    })
-    theta0 = _theta0(run_dir, model)
-    layers = masked_layers(model)
-    groups = {layer.name: layer.pruning_group for layer in layers}
-    sizes = {layer.name: int(np.prod(layer.kernel.shape)) for layer in layers}
+    experiment = setup(config, dataset)
+    run_dir.create(config, experiment.dataset_info())
+    theta0 = _theta0(run_dir, experiment)
 
     results = []
     for r in range(config.rounds):
@@ -91,67 +198,45 @@ def run(config, progress=print, dataset=None):
         if saved:
             metrics = read_json(run_dir.metrics_path(r))
         else:
-            metrics = _train_round(
-                config, run_dir, r, model, dataset, theta0, iterations,
-                _pruner(config, strategy_fn, r, groups, sizes),
-            )
+            metrics = _main_round(experiment, run_dir, r, theta0)
+            summaries.write_round(run_dir.path, metrics)
         results.append(metrics)
         run_dir.write_summary([summary_row(m) for m in results])
         progress(format_round(metrics, config.rounds) + (" [saved]" if saved else ""))
     return results
 
 
-def _theta0(run_dir, model):
+def _theta0(run_dir, experiment):
     """θ0 from the run directory, or the fresh model's weights saved there."""
     if os.path.exists(run_dir.theta0_path):
         return read_arrays(run_dir.theta0_path)
-    theta0 = {key: v.numpy() for key, v in model_weights(model).items()}
+    theta0 = experiment.current_weights()
     write_arrays(run_dir.theta0_path, theta0)
     return theta0
 
 
-def _pruner(config, strategy_fn, r, groups, sizes):
-    """What ends round r: a (kernels, masks) -> masks function, or None."""
-    if config.one_shot_sparsity:
-        if r > 0:
-            return None
-        fractions = schedule.one_shot_fractions(
-            groups, sizes, config.rates(), config.one_shot_sparsity
-        )
-    else:
-        fractions = schedule.iterative_fractions(groups, config.rates())
-    return lambda kernels, masks: strategy_fn(kernels, masks, fractions)
-
-
-def _train_round(config, run_dir, r, model, dataset, theta0, iterations, prune):
-    layers = masked_layers(model)
+def _main_round(experiment, run_dir, r, theta0):
+    config = experiment.config
     if r == 0:
-        masks = {layer.name: np.ones(layer.mask.shape, np.float32) for layer in layers}
+        masks = dense_masks(experiment)
         os.makedirs(run_dir.round_dir(0), exist_ok=True)
         write_arrays(run_dir.mask_path(0), masks)
     else:
         masks = run_dir.load_masks(r)
-    callback = LotteryCallback(theta0, masks, prune)
-    curve, wall = training.train_round(
-        model,
-        dataset.train(config.batch_size, seed=round_seed(config.seed, r)),
-        dataset.validation,
-        dataset.test,
-        iterations,
-        config.eval_every,
-        [callback],
-        verbose=config.verbose,
+    if config.one_shot_sparsity:
+        prune = experiment.pruner(config.one_shot_sparsity) if r == 0 else None
+    else:
+        prune = experiment.pruner()
+    rewinding = config.rewind_iteration > 0
+    start = read_arrays(run_dir.rewind_path) if rewinding and r > 0 else theta0
+    result = train(
+        experiment, masks, start, round_seed(config.seed, r), prune,
+        snapshot_at=config.rewind_iteration if rewinding and r == 0 else 0,
     )
-    metrics = {
-        "round": r,
-        "iterations": iterations,
-        **remaining(masks),
-        **training.summarize_curve(curve),
-        "wall_time_s": wall,
-        "curve": curve,
-    }
-    weights = {key: v.numpy() for key, v in model_weights(model).items()}
-    run_dir.save_round(r, weights, metrics, next_masks=callback.next_masks)
+    metrics = {"round": r, **result.metrics}
+    if result.snapshot is not None:
+        write_arrays(run_dir.rewind_path, result.snapshot)
+    run_dir.save_round(r, result.weights, metrics, next_masks=result.next_masks)
     return metrics
 
 
@@ -167,9 +252,9 @@ def remaining(masks):
     }
 
 
-def summary_row(metrics):
+def summary_row(metrics, key="round"):
     row = {
-        "round": metrics["round"],
+        key: metrics[key],
         "remaining_pct": f"{metrics['remaining_pct']:.4f}",
         "early_stop_iteration": metrics["early_stop_iteration"],
         "early_stop_val_loss": f"{metrics['early_stop_val_loss']:.6f}",
@@ -182,9 +267,10 @@ def summary_row(metrics):
     return row
 
 
-def format_round(metrics, rounds):
+def format_round(metrics, rounds, label=None):
+    label = label or f"round {metrics['round']} ({metrics['round'] + 1}/{rounds})"
     return (
-        f"round {metrics['round']} ({metrics['round'] + 1}/{rounds}) | "
+        f"{label} | "
         f"{metrics['remaining_pct']:.2f}% weights remaining | "
         f"early stop: iteration {metrics['early_stop_iteration']}, "
         f"test acc {100 * metrics['early_stop_test_accuracy']:.2f}% | "

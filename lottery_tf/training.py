@@ -4,24 +4,66 @@ import math
 import time
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 
-def make_optimizer(name, learning_rate, momentum=0.0):
+@keras.utils.register_keras_serializable(package="lottery_tf")
+class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0, then the base rate times `factor` per drop passed.
+
+    The optimizer's iteration count is reset at each round start, so every
+    round replays the same schedule (as the paper retrains from scratch).
+    """
+
+    def __init__(self, learning_rate, warmup_iterations=0, drops=(), factor=0.1):
+        self.learning_rate = float(learning_rate)
+        self.warmup_iterations = int(warmup_iterations)
+        self.drops = tuple(int(d) for d in drops)
+        self.factor = float(factor)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        rate = tf.constant(self.learning_rate, tf.float32)
+        for drop in self.drops:
+            rate = tf.where(step >= drop, rate * self.factor, rate)
+        if self.warmup_iterations:
+            rate = rate * tf.minimum(1.0, (step + 1.0) / self.warmup_iterations)
+        return rate
+
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "warmup_iterations": self.warmup_iterations,
+            "drops": list(self.drops),
+            "factor": self.factor,
+        }
+
+
+def make_optimizer(name, learning_rate, momentum=0.0, weight_decay=0.0,
+                   warmup_iterations=0, lr_drops=(), lr_drop_factor=0.1):
+    """Adam or SGD (with momentum), optional decoupled weight decay and schedule.
+
+    Weight decay shrinks raw kernels, so pruned entries (already 0) stay 0.
+    """
+    if warmup_iterations or lr_drops:
+        learning_rate = WarmupStepSchedule(learning_rate, warmup_iterations, lr_drops, lr_drop_factor)
+    decay = weight_decay or None
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum)
+        return keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=decay)
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def effective_steps_per_execution(requested, eval_every, iterations):
+def effective_steps_per_execution(requested, eval_every, iterations, snapshot_at=0):
     """Largest count <= requested that lands exactly on every evaluation.
 
     Callbacks only run between executions, so an execution must never step
-    over an evaluation point (multiples of eval_every, and the last step).
+    over an evaluation point (multiples of eval_every, and the last step), nor
+    over the rewind snapshot iteration.
     """
-    return math.gcd(requested, eval_every, iterations)
+    return math.gcd(requested, eval_every, iterations, snapshot_at)
 
 
 def jit_supported(strategy):
@@ -34,10 +76,14 @@ def jit_supported(strategy):
     return strategy.num_replicas_in_sync == 1
 
 
-def compile_model(model, optimizer, learning_rate, momentum, jit_compile, steps_per_execution):
-    """Compiles for training; call inside the distribution strategy's scope."""
+def compile_model(model, optimizer, jit_compile, steps_per_execution):
+    """Compiles for training; call inside the distribution strategy's scope.
+
+    Args:
+      optimizer: a Keras optimizer (see `make_optimizer`).
+    """
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate, momentum),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,

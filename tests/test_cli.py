@@ -105,11 +105,18 @@ class CliEndToEndTest(tf.test.TestCase):
 
 
 BAD_INPUTS = [
-    (["--model=lenet5"], "unknown model 'lenet5'; known: conv2, conv4, conv6, lenet_300_100"),
+    (["--model=lenet5"], "unknown model 'lenet5'; known: conv2, conv4, conv6, lenet_300_100, resnet20, vgg19"),
     (["--dataset=not_a_dataset"], "unknown dataset 'not_a_dataset'"),
     (["--optimizer=adagrad"], "unknown optimizer 'adagrad'; known: adam, sgd"),
     (["--strategy=parameter_server"], "unknown strategy 'parameter_server'"),
-    (["--pruning_strategy=random"], "unknown pruning strategy 'random'; known: layerwise_magnitude"),
+    (["--pruning_scope=random"], "unknown pruning scope 'random'; known: layerwise, global"),
+    (["--global_rate=1"], "--global_rate=1.0 is outside [0, 1)"),
+    (["--rewind_iteration=-1"], "--rewind_iteration=-1 must not be negative"),
+    (["--rewind_iteration=20"], "--rewind_iteration=20 must be below --iterations=20"),
+    (["--lr_drops=300,200"], "--lr_drops=300,200 must be increasing positive iterations"),
+    (["--weight_decay=-1"], "--weight_decay=-1.0 must not be negative"),
+    (["--trials=0"], "--trials=0 must be at least 1"),
+    (["--trials=2", "--trial_index=2"], "--trial_index=2 is outside [0, --trials=2)"),
     (["--fc_rate=1.0"], "--fc_rate=1.0 is outside [0, 1)"),
     (["--conv_rate=-0.1"], "--conv_rate=-0.1 is outside [0, 1)"),
     (["--output_rate=1.5"], "--output_rate=1.5 is outside [0, 1)"),
@@ -215,6 +222,6 @@ class SubprocessTest(tf.test.TestCase):
         self.assertEqual(result.returncode, 2)
         self.assertEqual(
             result.stderr,
-            "lottery-tf: error: unknown model 'resnet9000'; known: conv2, conv4, conv6, lenet_300_100\n",
+            "lottery-tf: error: unknown model 'resnet9000'; known: conv2, conv4, conv6, lenet_300_100, resnet20, vgg19\n",
         )
         self.assertEqual(os.listdir(self.get_temp_dir()), [])

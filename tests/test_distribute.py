@@ -22,7 +22,7 @@ class MirroredTest(tf.test.TestCase):
             with strategy.scope():
                 model = models.build("lenet_300_100", dataset.input_shape, dataset.num_classes, seed=2)
                 self.assertFalse(training.jit_supported(strategy))
-                training.compile_model(model, "adam", 1e-3, 0.0, jit_compile=False, steps_per_execution=5)
+                training.compile_model(model, training.make_optimizer("adam", 1e-3), jit_compile=False, steps_per_execution=5)
             theta0 = {k: v.numpy() for k, v in model_weights(model).items()}
             rng = np.random.default_rng(0)
             masks = {l.name: (rng.random(l.kernel.shape) < 0.25).astype(np.float32)

@@ -39,7 +39,7 @@ class MagnitudePruneTest(tf.test.TestCase):
             fractions = schedule.iterative_fractions(groups, rates)
             for _ in range(6):
                 weights = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
-                masks = pruning.STRATEGIES.get("layerwise_magnitude")(weights, masks, fractions)
+                masks = pruning.STRATEGIES.get("layerwise")(weights, masks, fractions)
                 for name in shapes:
                     alive[name] -= _round_half_up(rates[groups[name]] * alive[name])
                     self.assertEqual(int(masks[name].sum()), alive[name], (name, rates))

@@ -132,7 +132,7 @@ class RoundMechanicsTest(tf.test.TestCase):
     def _model_and_data(self):
         dataset = data.load("mnist", validation_size=60)
         model = models.build("lenet_300_100", dataset.input_shape, dataset.num_classes, seed=5)
-        training.compile_model(model, "adam", 1e-3, 0.0, jit_compile=True, steps_per_execution=5)
+        training.compile_model(model, training.make_optimizer("adam", 1e-3), jit_compile=True, steps_per_execution=5)
         return model, dataset
 
     def test_round_start_restores_theta0_bitwise_under_the_mask(self):

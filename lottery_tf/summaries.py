@@ -1,0 +1,39 @@
+"""TensorBoard scalars for completed rounds (written from saved metrics).
+
+`DIR/tensorboard/rounds`: one step per round (sparsity per layer, accuracy at
+early stop and at the end, early-stop iteration). `DIR/tensorboard/round_NNN`:
+the round's learning curve, one step per evaluated iteration.
+"""
+
+import os
+
+import tensorflow as tf
+
+
+def write_round(path, metrics, step=None, name=None):
+    """Logs one completed round (or branch entry) under `path/tensorboard`.
+
+    Args:
+      path: the run (or branch) directory.
+      metrics: the round's metrics dict.
+      step: the step of the per-round scalars; `metrics["round"]` by default.
+      name: the learning curve's subdirectory; `round_NNN` by default.
+    """
+    step = metrics["round"] if step is None else step
+    name = name or f"round_{step:03d}"
+    root = os.path.join(path, "tensorboard")
+    writer = tf.summary.create_file_writer(os.path.join(root, "rounds"))
+    with writer.as_default():
+        tf.summary.scalar("sparsity/remaining_pct", metrics["remaining_pct"], step=step)
+        for layer, pct in metrics["remaining_pct_by_layer"].items():
+            tf.summary.scalar(f"sparsity/remaining_pct/{layer}", pct, step=step)
+        for key in ("early_stop_test_accuracy", "final_test_accuracy",
+                    "early_stop_val_loss", "early_stop_iteration"):
+            tf.summary.scalar(f"round/{key}", metrics[key], step=step)
+    writer.close()
+    writer = tf.summary.create_file_writer(os.path.join(root, name))
+    with writer.as_default():
+        for point in metrics["curve"]:
+            for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy"):
+                tf.summary.scalar(f"curve/{key}", point[key], step=point["iteration"])
+    writer.close()
