@@ -178,7 +178,9 @@ def main(argv):
 # `lottery-tf NAME ...` runs the absl app in module SUBCOMMANDS[NAME]. Its flags
 # must not reuse this module's flag names (tests import both in one process).
 SUBCOMMANDS = {
+    "branch": "lottery_tf.branch_cli",
     "export": "lottery_tf.export",
+    "report": "lottery_tf.report",
 }
 
 
