@@ -33,6 +33,7 @@ def _parse(values, kind, name):
 def main(argv):
     if len(argv) > 1:
         startup.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    startup.quiet_logging()
     try:
         if not FLAGS.run_dir or not FLAGS.branch:
             raise errors.LotteryError("--run_dir and --branch are required")

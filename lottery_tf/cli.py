@@ -13,7 +13,7 @@ import sys
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from lottery_tf import config as config_lib  # noqa: E402
 from lottery_tf import errors, startup  # noqa: E402
@@ -158,10 +158,7 @@ def _print_line(line):
 def main(argv):
     if len(argv) > 1:
         startup.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:
-        # TFDS logs each file it opens (INFO) and its own deprecations
-        # (WARNING); the per-round lines and errors say what users need.
-        logging.set_verbosity(logging.ERROR)
+    startup.quiet_logging()
     try:
         trials = trial_configs(config_from_flags().validate(), FLAGS.trials, FLAGS.trial_index)
         startup.start_tensorflow_quietly()

@@ -3,11 +3,23 @@
 import os
 import sys
 
+from absl import flags, logging
+
 
 def fail(message):
     """Ends the program on a user error: one line on stderr, exit status 2."""
     print(f"lottery-tf: error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def quiet_logging():
+    """absl logging at ERROR unless --verbosity was given.
+
+    TFDS logs each file it opens (INFO) and its own deprecations (WARNING);
+    the per-round lines and errors say what users need.
+    """
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.ERROR)
 
 
 def start_tensorflow_quietly():
