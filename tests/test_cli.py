@@ -97,6 +97,21 @@ class CliEndToEndTest(tf.test.TestCase):
                 self.assertEqual(getattr(config, key), value, (name, key))
             self.assertEqual(config.batch_size, 60, name)
             self.assertEqual(config.optimizer, "adam", name)
+        deeper = {
+            "vgg19_cifar10.flags": dict(model="vgg19", optimizer="sgd", learning_rate=0.1, batch_size=64,
+                                        iterations=112480, warmup_iterations=10000, lr_drops="56240,84360"),
+            "resnet20_cifar10.flags": dict(model="resnet20", optimizer="sgd", learning_rate=0.03,
+                                           batch_size=128, iterations=30000, warmup_iterations=20000,
+                                           lr_drops="20000,25000"),
+        }
+        for name, values in deeper.items():
+            FLAGS.unparse_flags()
+            FLAGS(["lottery-tf", f"--flagfile={os.path.join(REPO, 'flags', name)}"])
+            config = cli.config_from_flags().validate()
+            FLAGS.unparse_flags()
+            for key, value in dict(values, momentum=0.9, weight_decay=1e-4, pruning_scope="global",
+                                   global_rate=0.2, global_exclude="output").items():
+                self.assertEqual(getattr(config, key), value, (name, key))
         FLAGS(["lottery-tf", f"--flagfile={os.path.join(REPO, 'flags', 'quickstart.flags')}"])
         quick = cli.config_from_flags().validate()
         FLAGS.unparse_flags()
