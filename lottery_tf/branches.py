@@ -19,12 +19,13 @@ that finished since).
 
 import dataclasses
 import os
+import shutil
 
 import numpy as np
 
 from lottery_tf import errors, runner, summaries
 from lottery_tf.config import Config
-from lottery_tf.run_dir import RunDir, read_arrays, read_json, write_arrays, write_json
+from lottery_tf.run_dir import RunDir, is_recorded, read_arrays, read_json, write_arrays, write_json
 
 KINDS = ("random_reinit", "random_pruning", "one_shot")
 
@@ -85,11 +86,20 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
 
     branch = RunDir(os.path.join(main.path, "branches", branch_name(kind, seed)))
     os.makedirs(branch.path, exist_ok=True)
+    branch.lock()
+    try:
+        with runner.writing_errors_explained(branch.path):
+            return _run_entries(main, branch, config, kind, keys, seed, dataset, progress)
+    finally:
+        branch.unlock()
+
+
+def _run_entries(main, branch, config, kind, keys, seed, dataset, progress):
     write_json(os.path.join(branch.path, "branch.json"), {
         "kind": kind, "seed": seed, "source_run": os.path.abspath(main.path),
         "reinit_seed": reinit_seed(config.seed, seed) if kind == "random_reinit" else None,
     })
-    todo = [k for k in keys if not os.path.exists(_metrics_path(branch, kind, k))]
+    todo = [k for k in keys if not is_recorded(_metrics_path(branch, kind, k))]
     experiment = None
     if todo:
         model_seed = reinit_seed(config.seed, seed) if kind == "random_reinit" else None
@@ -99,7 +109,7 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
     results = []
     for key in keys:
         path = _metrics_path(branch, kind, key)
-        saved = os.path.exists(path)
+        saved = is_recorded(path)
         if saved:
             metrics = read_json(path)
         else:
@@ -155,7 +165,7 @@ def _start_weights(main, branch, config, kind, experiment):
         return None
     if kind == "random_reinit":
         start = experiment.current_weights()
-        if not os.path.exists(branch.theta0_path):
+        if not is_recorded(branch.theta0_path):
             write_arrays(branch.theta0_path, start)
         return read_arrays(branch.theta0_path)
     if config.rewind_iteration:
@@ -179,9 +189,10 @@ def _train_entry(experiment, main, branch, kind, key, seed, start):
     entry = os.path.join(branch.path, _entry_dir(kind, key))
     os.makedirs(entry, exist_ok=True)
     write_arrays(os.path.join(entry, "mask.npz"), masks)
-    result = runner.train(experiment, masks, start, data_seed)
+    result = runner.train(experiment, masks, start, data_seed, checkpoint_dir=os.path.join(entry, "checkpoints"))
     key_name = "target_sparsity" if kind == "one_shot" else "round"
     metrics = {key_name: key, "branch": kind, **result.metrics}
     write_arrays(os.path.join(entry, "weights.npz"), result.weights)
     write_json(os.path.join(entry, "metrics.json"), metrics)
+    shutil.rmtree(os.path.join(entry, "checkpoints"), ignore_errors=True)
     return metrics

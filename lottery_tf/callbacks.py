@@ -1,8 +1,12 @@
 """The Keras callback that turns `model.fit` calls into IMP rounds."""
 
+import os
+import re
+
 import tensorflow as tf
 import tf_keras as keras
 
+from lottery_tf import faults
 from lottery_tf.layers import masked_layers
 
 
@@ -29,7 +33,9 @@ class LotteryCallback(keras.callbacks.Callback):
     here retraces the model's compiled functions.
 
     Args:
-      start_weights: weight key -> value, for every entry of `model_weights`.
+      start_weights: weight key -> value, for every entry of `model_weights`;
+        None for a round resumed from a mid-round checkpoint (weights and
+        optimizer state come from the checkpoint).
       masks: masked layer name -> mask for this round.
       prune: callable (kernels, masks) -> masks, or None for no pruning.
     """
@@ -47,6 +53,8 @@ class LotteryCallback(keras.callbacks.Callback):
         for name, layer in layers.items():
             layer.mask.assign(tf.constant(self._masks[name], dtype=layer.mask.dtype))
             masked_kernels[weight_key(layer.kernel)] = layer.mask
+        if self._theta0 is None:
+            return
         for key, variable in model_weights(self.model).items():
             value = tf.constant(self._theta0[key], dtype=variable.dtype)
             if key in masked_kernels:
@@ -61,6 +69,7 @@ class LotteryCallback(keras.callbacks.Callback):
         layers = masked_layers(self.model)
         kernels = {layer.name: layer.kernel.numpy() for layer in layers}
         self.next_masks = self._prune(kernels, self._masks)
+        faults.point("after_prune")
 
 
 class WeightSnapshot(keras.callbacks.Callback):
@@ -71,11 +80,59 @@ class WeightSnapshot(keras.callbacks.Callback):
     `training.effective_steps_per_execution`).
     """
 
-    def __init__(self, iteration):
+    def __init__(self, iteration, start_step=0, weights=None):
         super().__init__()
         self._iteration = iteration
-        self.weights = None
+        self._start = start_step
+        self.weights = weights
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.weights is None and batch + 1 == self._iteration:
+        if self.weights is None and self._start + batch + 1 == self._iteration:
             self.weights = {key: v.numpy() for key, v in model_weights(self.model).items()}
+
+
+class RoundCheckpoint(keras.callbacks.Callback):
+    """Checkpoints a round every `every` iterations, so a crash loses at most that.
+
+    A `tf.train.CheckpointManager` (keeping 2) saves the model (weights and
+    masks) and the optimizer (state and iteration count); `save_state(step)`
+    saves what Keras does not hold: the learning curve so far and the rewind
+    snapshot. The input pipeline's position is the step itself: the data
+    order is a pure function of the round's seed, so a resumed round skips
+    that many batches.
+    """
+
+    def __init__(self, directory, every, save_state, start_step=0):
+        super().__init__()
+        self._directory = directory
+        self._every = every
+        self._save_state = save_state
+        self._start = start_step
+        self._manager = None
+
+    def manager(self):
+        if self._manager is None:
+            checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+            self._manager = tf.train.CheckpointManager(checkpoint, self._directory, max_to_keep=2)
+        return self._manager
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._start + batch + 1
+        if step % self._every:
+            return
+        self.manager().save(checkpoint_number=step)
+        self._save_state(step)
+        faults.point("mid_fit")
+
+
+def latest_checkpoint_step(directory):
+    """The step of the newest checkpoint in `directory`, or 0."""
+    path = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+    match = re.search(r"-(\d+)$", path or "")
+    return int(match.group(1)) if match else 0
+
+
+def restore_checkpoint(model, directory, step):
+    """Restores model and optimizer from `directory`'s checkpoint of `step`."""
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    checkpoint.restore(os.path.join(directory, f"ckpt-{step}"))

@@ -83,6 +83,8 @@ class Config:
     steps_per_execution: int = 50
     deterministic: bool = True
     verbose: int = 1
+    checkpoint_every: int = 5000
+    allow_changed_hyperparameters: bool = False
 
     def validate(self):
         """Raises `errors.LotteryError` naming the first bad field."""
@@ -128,6 +130,8 @@ class Config:
         _require(not (self.one_shot_sparsity and self.rounds != 2),
                  "--one_shot_sparsity runs exactly 2 rounds (dense, then pruned); "
                  f"got --rounds={self.rounds}")
+        _require(self.checkpoint_every >= 0,
+                 f"--checkpoint_every={self.checkpoint_every} must not be negative")
         _require(self.steps_per_execution >= 1,
                  f"--steps_per_execution={self.steps_per_execution} must be at least 1")
         return self

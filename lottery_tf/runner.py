@@ -9,6 +9,7 @@ run ends with the masks and metrics of an uninterrupted one.
 `branches.py` reuses the same blocks for the controls.
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -18,9 +19,10 @@ import tf_keras as keras
 
 from lottery_tf import data as data_lib
 from lottery_tf import distribute, errors, models, pruning, schedule, summaries, training
+from lottery_tf import callbacks as callbacks_lib
 from lottery_tf.callbacks import LotteryCallback, WeightSnapshot, model_weights
 from lottery_tf.layers import masked_layers
-from lottery_tf.run_dir import RunDir, read_arrays, read_json, write_arrays
+from lottery_tf.run_dir import RunDir, is_recorded, read_arrays, read_json, write_arrays, write_json
 
 
 def round_seed(seed, r):
@@ -114,7 +116,8 @@ def setup(config, dataset=None, model_seed=None):
             f"{iterations} iterations of a round"
         )
     steps = training.effective_steps_per_execution(
-        config.steps_per_execution, config.eval_every, iterations, config.rewind_iteration
+        config.steps_per_execution, config.eval_every, iterations, config.rewind_iteration,
+        config.checkpoint_every,
     )
     strategy = distribute.make(config.distribution_strategy)
     jit_compile = config.jit_compile and training.jit_supported(strategy)
@@ -129,8 +132,12 @@ def setup(config, dataset=None, model_seed=None):
     return Experiment(config, dataset, model, iterations)
 
 
-def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0):
+def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, checkpoint_dir=None):
     """Trains one round from `start_weights` under `masks`.
+
+    With `checkpoint_dir` (and --checkpoint_every), the round is checkpointed
+    as it trains and, if that directory holds a checkpoint, continues from
+    the newest one instead of starting over.
 
     Returns a `RoundResult`: metrics (sparsity, early stopping, final
     accuracy, learning curve, wall time), the trained weights, the masks
@@ -138,20 +145,34 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0):
     iterations when asked for (the rewind point).
     """
     config = experiment.config
-    callback = LotteryCallback(start_weights, masks, prune)
+    every = config.checkpoint_every if checkpoint_dir else 0
+    start_step, curve, snapshot_weights = 0, [], None
+    if every:
+        start_step, curve, snapshot_weights = _resume_point(experiment.model, checkpoint_dir)
+    callback = LotteryCallback(None if start_step else start_weights, masks, prune)
     callbacks = [callback]
-    snapshot = WeightSnapshot(snapshot_at) if snapshot_at else None
+    snapshot = WeightSnapshot(snapshot_at, start_step, snapshot_weights) if snapshot_at else None
     if snapshot:
         callbacks.append(snapshot)
+    late = []
+    if every:
+        late.append(callbacks_lib.RoundCheckpoint(
+            checkpoint_dir, every, lambda step: _save_state(checkpoint_dir, step, curve, snapshot), start_step))
+    train_data = experiment.dataset.train(config.batch_size, seed=seed)
+    if start_step:
+        train_data = train_data.skip(start_step)
     curve, wall = training.train_round(
         experiment.model,
-        experiment.dataset.train(config.batch_size, seed=seed),
+        train_data,
         experiment.dataset.validation,
         experiment.dataset.test,
         experiment.iterations,
         config.eval_every,
         callbacks,
         verbose=config.verbose,
+        start_step=start_step,
+        curve=curve,
+        late_callbacks=late,
     )
     metrics = {
         "iterations": experiment.iterations,
@@ -164,6 +185,30 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0):
         metrics, experiment.current_weights(), callback.next_masks,
         snapshot.weights if snapshot else None,
     )
+
+
+def _state_path(directory, step):
+    return os.path.join(directory, f"state-{step}.json")
+
+
+def _save_state(directory, step, curve, snapshot):
+    """What a mid-round checkpoint needs beside Keras's variables."""
+    snapshot_path = os.path.join(directory, "snapshot.npz")
+    if snapshot is not None and snapshot.weights is not None and not is_recorded(snapshot_path):
+        write_arrays(snapshot_path, snapshot.weights)
+    write_json(_state_path(directory, step), {"step": step, "curve": curve})
+
+
+def _resume_point(model, directory):
+    """(step, curve, rewind snapshot) of the newest usable checkpoint, or a fresh start."""
+    step = callbacks_lib.latest_checkpoint_step(directory)
+    if not step or not is_recorded(_state_path(directory, step)):
+        return 0, [], None
+    state = read_json(_state_path(directory, step))
+    snapshot_path = os.path.join(directory, "snapshot.npz")
+    snapshot = read_arrays(snapshot_path) if is_recorded(snapshot_path) else None
+    callbacks_lib.restore_checkpoint(model, directory, step)
+    return step, state["curve"], snapshot
 
 
 def dense_masks(experiment):
@@ -189,21 +234,52 @@ def run(config, progress=print, dataset=None):
     run_dir = RunDir.for_config(config)
     run_dir.check(config)
     experiment = setup(config, dataset)
-    run_dir.create(config, experiment.dataset_info())
-    theta0 = _theta0(run_dir, experiment)
+    try:
+        run_dir.create(config, experiment.dataset_info())
+        with writing_errors_explained(run_dir.path):
+            return _rounds(experiment, run_dir, progress)
+    finally:
+        run_dir.unlock()
 
+
+def _rounds(experiment, run_dir, progress):
+    config = experiment.config
+    theta0 = _theta0(run_dir, experiment)
     results = []
     for r in range(config.rounds):
         saved = run_dir.round_complete(r)
         if saved:
             metrics = read_json(run_dir.metrics_path(r))
         else:
-            metrics = _main_round(experiment, run_dir, r, theta0)
+            try:
+                metrics = _main_round(experiment, run_dir, r, theta0)
+            except training.Diverged as e:
+                raise errors.LotteryError(
+                    f"round {r} diverged: {e}; rounds before it are intact. Change the "
+                    "hyperparameters (e.g. --learning_rate) and rerun with "
+                    "--allow_changed_hyperparameters"
+                ) from None
             summaries.write_round(run_dir.path, metrics)
         results.append(metrics)
         run_dir.write_summary([summary_row(m) for m in results])
         progress(format_round(metrics, config.rounds) + (" [saved]" if saved else ""))
     return results
+
+
+@contextlib.contextmanager
+def writing_errors_explained(path):
+    """A failed write (disk full, I/O error) as one clear line.
+
+    Every file is written whole or not at all, so what was complete before
+    the failure still is, and a rerun resumes from there.
+    """
+    try:
+        yield
+    except OSError as e:
+        raise errors.LotteryError(
+            f"could not write {e.filename or path}: {e.strerror or e}; everything completed "
+            "before is intact: fix the cause and rerun the same command to resume"
+        ) from None
 
 
 def _theta0(run_dir, experiment):
@@ -232,6 +308,7 @@ def _main_round(experiment, run_dir, r, theta0):
     result = train(
         experiment, masks, start, round_seed(config.seed, r), prune,
         snapshot_at=config.rewind_iteration if rewinding and r == 0 else 0,
+        checkpoint_dir=run_dir.checkpoint_dir(r),
     )
     metrics = {"round": r, **result.metrics}
     if result.snapshot is not None:

@@ -56,14 +56,14 @@ def make_optimizer(name, learning_rate, momentum=0.0, weight_decay=0.0,
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def effective_steps_per_execution(requested, eval_every, iterations, snapshot_at=0):
+def effective_steps_per_execution(requested, eval_every, iterations, snapshot_at=0, checkpoint_every=0):
     """Largest count <= requested that lands exactly on every evaluation.
 
     Callbacks only run between executions, so an execution must never step
     over an evaluation point (multiples of eval_every, and the last step), nor
-    over the rewind snapshot iteration.
+    over the rewind snapshot iteration or a mid-round checkpoint.
     """
-    return math.gcd(requested, eval_every, iterations, snapshot_at)
+    return math.gcd(requested, eval_every, iterations, snapshot_at, checkpoint_every)
 
 
 def jit_supported(strategy):
@@ -91,24 +91,55 @@ def compile_model(model, optimizer, jit_compile, steps_per_execution):
     )
 
 
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, iteration, loss):
+        super().__init__(f"loss {loss} by iteration {iteration}")
+        self.iteration = iteration
+        self.loss = loss
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training as soon as the loss is NaN or infinite.
+
+    Checked after each execution (every `steps_per_execution` steps), so the
+    iteration reported is the first execution boundary at or after the step
+    that diverged.
+    """
+
+    def __init__(self, start_step=0):
+        super().__init__()
+        self._start = start_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise Diverged(self._start + batch + 1, float(loss))
+
+
 class PeriodicEval(keras.callbacks.Callback):
     """Evaluates validation and test sets every `eval_every` iterations.
 
     Records a learning curve of (iteration, val loss/accuracy, test
     loss/accuracy); also adds the latest values to the progress-bar logs.
+    A round resumed from a checkpoint passes its `start_step` and the curve
+    recorded so far.
     """
 
-    def __init__(self, validation, test, eval_every, iterations):
+    def __init__(self, validation, test, eval_every, iterations, start_step=0, curve=None):
         super().__init__()
         self._validation = validation
         self._test = test
         self._eval_every = eval_every
         self._iterations = iterations
-        self.curve = []
+        self._start = start_step
+        # Appended to in place: a mid-round checkpoint saves this very list.
+        self.curve = [] if curve is None else curve
 
     def on_train_batch_end(self, batch, logs=None):
         # One epoch per round: `batch` is the index of the last step executed.
-        iteration = batch + 1
+        iteration = self._start + batch + 1
         if iteration % self._eval_every and iteration != self._iterations:
             return
         val = self.model.evaluate(self._validation, verbose=0, return_dict=True)
@@ -125,19 +156,27 @@ class PeriodicEval(keras.callbacks.Callback):
             logs.update({k: v for k, v in point.items() if k != "iteration"})
 
 
-def train_round(model, train, validation, test, iterations, eval_every, callbacks, verbose=1):
-    """Trains `iterations` steps; returns (curve, wall seconds).
+def train_round(model, train, validation, test, iterations, eval_every, callbacks, verbose=1,
+                start_step=0, curve=None, late_callbacks=()):
+    """Trains up to iteration `iterations`; returns (curve, wall seconds).
 
     The model must be compiled. Its train/test functions are built on the
     first round and reused afterwards (same dataset structure, no retrace).
+    A resumed round starts at `start_step` with the `curve` (a list, appended
+    to in place) recorded so far; `train` must then already be positioned
+    there. `late_callbacks` run after the divergence check and the
+    evaluation of each step (mid-round checkpoints go there).
+
+    Raises:
+      Diverged: the loss became NaN or infinite.
     """
-    evaluator = PeriodicEval(validation, test, eval_every, iterations)
+    evaluator = PeriodicEval(validation, test, eval_every, iterations, start_step, curve)
     start = time.perf_counter()
     model.fit(
         train,
         epochs=1,
-        steps_per_epoch=iterations,
-        callbacks=list(callbacks) + [evaluator],
+        steps_per_epoch=iterations - start_step,
+        callbacks=list(callbacks) + [DivergenceGuard(start_step), evaluator] + list(late_callbacks),
         verbose=verbose,
     )
     return evaluator.curve, time.perf_counter() - start

@@ -195,4 +195,4 @@ class RunDirectoryTest(tf.test.TestCase):
         finally:
             os.fsync = original
         self.assertEqual(read_json(path), {"ok": 1})
-        self.assertEqual(os.listdir(os.path.dirname(path)), ["m.json"])
+        self.assertEqual(sorted(os.listdir(os.path.dirname(path))), ["MANIFEST.json", "m.json"])
