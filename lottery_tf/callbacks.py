@@ -102,11 +102,12 @@ class RoundCheckpoint(keras.callbacks.Callback):
     that many batches.
     """
 
-    def __init__(self, directory, every, save_state, start_step=0):
+    def __init__(self, directory, every, save_state, last_step, start_step=0):
         super().__init__()
         self._directory = directory
         self._every = every
         self._save_state = save_state
+        self._last = last_step
         self._start = start_step
         self._manager = None
 
@@ -118,7 +119,9 @@ class RoundCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._start + batch + 1
-        if step % self._every:
+        # At the last step the round's own outputs follow at once; a checkpoint
+        # there would only leave nothing to resume into.
+        if step % self._every or step >= self._last:
             return
         self.manager().save(checkpoint_number=step)
         self._save_state(step)

@@ -90,6 +90,12 @@ flags.DEFINE_integer("steps_per_execution", _DEFAULTS.steps_per_execution,
                      "Training steps per compiled call (lowered to land on evaluations).")
 flags.DEFINE_boolean("deterministic", _DEFAULTS.deterministic,
                      "Enable TF op determinism: the same seed gives bitwise-identical runs.")
+flags.DEFINE_integer("checkpoint_every", _DEFAULTS.checkpoint_every,
+                     "Checkpoint the round every this many iterations (model, optimizer, masks, "
+                     "step, learning curve), so a crash loses at most that much; 0: never.")
+flags.DEFINE_boolean("allow_changed_hyperparameters", False,
+                     "Continue an existing run with other hyperparameters (e.g. after a divergence); "
+                     "the change is recorded in RUN/hyperparameter_changes.json.")
 flags.DEFINE_integer("verbose", None,
                      "Keras progress: 0 silent, 1 progress bar, 2 one line per round; "
                      "default 1 on a terminal, else 2.")
@@ -131,6 +137,8 @@ def config_from_flags():
         jit_compile=FLAGS.jit_compile,
         steps_per_execution=FLAGS.steps_per_execution,
         deterministic=FLAGS.deterministic,
+        checkpoint_every=FLAGS.checkpoint_every,
+        allow_changed_hyperparameters=FLAGS.allow_changed_hyperparameters,
         verbose=FLAGS.verbose if FLAGS.verbose is not None else (1 if sys.stdout.isatty() else 2),
     )
 

@@ -157,7 +157,8 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, che
     late = []
     if every:
         late.append(callbacks_lib.RoundCheckpoint(
-            checkpoint_dir, every, lambda step: _save_state(checkpoint_dir, step, curve, snapshot), start_step))
+            checkpoint_dir, every, lambda step: _save_state(checkpoint_dir, step, curve, snapshot),
+            experiment.iterations, start_step))
     train_data = experiment.dataset.train(config.batch_size, seed=seed)
     if start_step:
         train_data = train_data.skip(start_step)
