@@ -189,14 +189,22 @@ SUBCOMMANDS = {
 }
 
 
+def _parse_flags(argv):
+    """absl's parsing, with a bad flag or flagfile as one line, exit 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        startup.fail(str(e).replace("ERROR:: ", ""))
+
+
 def run(argv=None):
     """Console-script entry point: training, or a subcommand."""
     argv = list(sys.argv if argv is None else argv)
     if len(argv) > 1 and argv[1] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[argv[1]])
-        app.run(module.main, argv=[f"{argv[0]} {argv[1]}"] + argv[2:])
+        app.run(module.main, argv=[f"{argv[0]} {argv[1]}"] + argv[2:], flags_parser=_parse_flags)
     else:
-        app.run(main, argv=argv)
+        app.run(main, argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

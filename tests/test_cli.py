@@ -232,6 +232,19 @@ class SubprocessTest(tf.test.TestCase):
         self.assertEqual(result.returncode, 2)
         self.assertEqual(result.stderr, "lottery-tf: error: --fc_rate=2.0 is outside [0, 1)\n")
 
+    def test_flag_and_flagfile_errors_are_one_line_too(self):
+        cases = [
+            (["--rounds=abc"], "lottery-tf: error: flag --rounds=abc: invalid literal for int() with base 10: 'abc'\n"),
+            (["--no_such_flag=1"], "lottery-tf: error: Unknown command line flag 'no_such_flag'\n"),
+            (["--flagfile=missing.flags"],
+             "lottery-tf: error: Unable to open flagfile: [Errno 2] No such file or directory: 'missing.flags'\n"),
+            (["branch", "--branch=random_reinit"], "lottery-tf: error: --run_dir and --branch are required\n"),
+            (["report", "--runs=nowhere"], "lottery-tf: error: --runs nowhere holds no lottery-tf run\n"),
+        ]
+        for args, stderr in cases:
+            result = self._run(*args)
+            self.assertEqual((result.returncode, result.stderr), (2, stderr), args)
+
     def test_unknown_model_after_tensorflow_starts(self):
         result = self._run("--model=resnet9000")
         self.assertEqual(result.returncode, 2)
