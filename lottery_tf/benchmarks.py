@@ -1,98 +1,194 @@
 """Benchmarks, measured side by side in one process: `python -m lottery_tf.benchmarks`.
 
-Variants are timed in interleaved repeats (A, B, C, A, B, C, ...) so that a
-noisy machine slows all of them alike; each figure is the median over the
-repeats with min and max, and ratios are taken between medians.
+Variants are timed in interleaved repeats (A, B, A, B, ...) so that a noisy
+machine slows all of them alike; each figure is the median over the repeats
+with min and max, and ratios are taken between medians. Parts (`--parts`):
 
-Parts:
-  train_step: ms per training step of LeNet-300-100 (batch 60, Adam) through
-    `model.fit`, for plain tf_keras layers with `model.fit` defaults (no XLA,
-    one step per execution), plain layers on lottery-tf's default path (XLA,
-    50 steps per execution), and masked layers on the default path (what a
-    lottery-tf round runs).
+  train_step   LeNet-300-100 (real MNIST through the TFDS pipeline, batch 60,
+               Adam): plain layers with `model.fit` defaults (no XLA, one step
+               per execution) vs lottery-tf's default path (XLA, 50 steps per
+               execution). Target: >= 2.0x.
+  masking      masked vs plain layers on the same (default) path, LeNet-300-100
+               and Conv-2, in-memory data. Target: <= 1.05.
+  pipeline     the TFDS input pipeline vs the same images as in-memory tensors,
+               LeNet-300-100, default path. Target: >= 0.95x the steps/s.
+  rounds       the quickstart configuration (shortened to --bench_round_iterations
+               per round, 11 rounds): between-round work (pruning, restore,
+               saving; evaluation aside) as a share of a round's wall time
+               (target <= 5 %), and resident memory after round 10 vs round 1
+               (target <= 1.05).
 """
 
 import os
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_list("parts", ["train_step"], "Benchmarks to run: train_step.")
+PARTS = ("train_step", "masking", "pipeline", "rounds")
+flags.DEFINE_list("parts", list(PARTS), f"Benchmarks to run: {', '.join(PARTS)}.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats of each variant.")
-flags.DEFINE_integer("steps", 3000, "Training steps per timed repeat.")
-flags.DEFINE_string("data_dir", "", "TFDS data dir with MNIST; empty for TFDS's default.")
+flags.DEFINE_integer("steps", 2000, "Training steps per timed repeat.")
+flags.DEFINE_integer("bench_round_iterations", 1000, "Iterations per round in the rounds part.")
+flags.DEFINE_string("bench_data_dir", "", "TFDS data dir with MNIST; empty for TFDS's default.")
 FLAGS = flags.FLAGS
 
 
-def _lenet(masked, seed=0):
+def _plain(name, seed=0):
+    """The registry's model with plain tf_keras layers in place of masked ones."""
     import tf_keras as keras
 
-    from lottery_tf import models
-
-    if masked:
-        return models.build("lenet_300_100", (28, 28, 1), 10, seed)
     init = keras.initializers.GlorotNormal
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Flatten(),
-        keras.layers.Dense(300, "relu", kernel_initializer=init(seed + 1)),
-        keras.layers.Dense(100, "relu", kernel_initializer=init(seed + 2)),
-        keras.layers.Dense(10, kernel_initializer=init(seed + 3)),
-    ])
+    layers = [keras.Input((28, 28, 1))]
+    if name == "conv2":
+        for i in range(2):
+            layers.append(keras.layers.Conv2D(64, 3, padding="same", activation="relu",
+                                              kernel_initializer=init(seed + i)))
+        layers.append(keras.layers.MaxPool2D(2))
+        hidden = (256, 256)
+    else:
+        hidden = (300, 100)
+    layers.append(keras.layers.Flatten())
+    for i, units in enumerate(hidden):
+        layers.append(keras.layers.Dense(units, "relu", kernel_initializer=init(seed + 10 + i)))
+    layers.append(keras.layers.Dense(10, kernel_initializer=init(seed + 20)))
+    return keras.Sequential(layers)
 
 
-def _compiled(masked, jit_compile, steps_per_execution):
-    from lottery_tf import training
+def _compiled(name, masked, jit_compile=True, steps_per_execution=50):
+    from lottery_tf import models, training
 
-    model = _lenet(masked)
+    model = models.build(name, (28, 28, 1), 10, 0) if masked else _plain(name)
     training.compile_model(model, training.make_optimizer("adam", 1.2e-3), jit_compile, steps_per_execution)
     return model
 
 
-def train_step(repeats, steps, data_dir):
-    """Returns rows (variant, median, min, max ms/step) and the ratios."""
-    from lottery_tf import data
+def _in_memory(dataset, batch_size=60):
+    """The training images as one tensor, batched like `Dataset.train`."""
+    import numpy as np
+    import tensorflow as tf
 
-    dataset = data.load("mnist", data_dir=data_dir or None)
-    variants = {
-        "plain layers, model.fit defaults (no XLA, 1 step/execution)": _compiled(False, False, 1),
-        "plain layers, XLA + 50 steps/execution": _compiled(False, True, 50),
-        "masked layers, XLA + 50 steps/execution (lottery-tf default)": _compiled(True, True, 50),
-    }
-    train = dataset.train(60, seed=0)
-    for model in variants.values():  # compile and warm caches, untimed
-        model.fit(train, epochs=1, steps_per_epoch=500, verbose=0)
+    images, labels = [], []
+    for x, y in dataset.train(1000, seed=0).take(dataset.num_train // 1000):
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    ds = tf.data.Dataset.from_tensor_slices((np.concatenate(images), np.concatenate(labels)))
+    return ds.shuffle(len(ds), seed=0).repeat().batch(batch_size, drop_remainder=True).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def time_variants(variants, repeats, steps):
+    """{name: (model, data)} -> {name: [ms/step per repeat]}, interleaved."""
+    for model, data in variants.values():  # compile and warm caches, untimed
+        model.fit(data, epochs=1, steps_per_epoch=min(steps, 300), verbose=0)
     times = {name: [] for name in variants}
     for _ in range(repeats):
-        for name, model in variants.items():
+        for name, (model, data) in variants.items():
             start = time.perf_counter()
-            model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
+            model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
             times[name].append(1000.0 * (time.perf_counter() - start) / steps)
-    rows = [(name, statistics.median(t), min(t), max(t)) for name, t in times.items()]
-    medians = [row[1] for row in rows]
-    ratios = {
-        "plain model.fit / lottery-tf default (speed-up)": medians[0] / medians[2],
-        "masked / plain, same XLA path (masking overhead)": medians[2] / medians[1],
-    }
+    return times
+
+
+def _row(name, values, unit="ms/step"):
+    return (name, statistics.median(values), min(values), max(values), unit)
+
+
+def train_step(dataset, repeats, steps):
+    data = dataset.train(60, seed=0)
+    times = time_variants({
+        "LeNet plain layers, model.fit defaults (no XLA, 1 step/execution)":
+            (_compiled("lenet_300_100", False, False, 1), data),
+        "LeNet masked layers, lottery-tf default (XLA, 50 steps/execution)":
+            (_compiled("lenet_300_100", True), data),
+    }, repeats, steps)
+    rows = [_row(n, t) for n, t in times.items()]
+    return rows, {"default path speed-up over plain model.fit (target >= 2.0)": rows[0][1] / rows[1][1]}
+
+
+def masking(dataset, repeats, steps):
+    data = _in_memory(dataset)
+    rows, ratios = [], {}
+    for name, n_steps in (("lenet_300_100", steps), ("conv2", max(50, steps // 10))):
+        times = time_variants({
+            f"{name} plain layers (XLA, 50 steps/execution)": (_compiled(name, False), data),
+            f"{name} masked layers (XLA, 50 steps/execution)": (_compiled(name, True), data),
+        }, repeats, n_steps)
+        pair = [_row(n, t) for n, t in times.items()]
+        rows += pair
+        ratios[f"{name}: masked / plain step time (target <= 1.05)"] = pair[1][1] / pair[0][1]
     return rows, ratios
+
+
+def pipeline(dataset, repeats, steps):
+    model = _compiled("lenet_300_100", True)
+    times = time_variants({
+        "LeNet default path, in-memory tensors": (model, _in_memory(dataset)),
+        "LeNet default path, TFDS pipeline (Dataset.train)": (model, dataset.train(60, seed=0)),
+    }, repeats, steps)
+    rows = [_row(n, t) for n, t in times.items()]
+    return rows, {"TFDS pipeline steps/s / in-memory steps/s (target >= 0.95)": rows[0][1] / rows[1][1]}
+
+
+def _rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def rounds(dataset, iterations):
+    """Between-round overhead and memory growth over 11 quickstart-like rounds."""
+    from lottery_tf import runner
+    from lottery_tf.config import Config
+
+    stamps, rss = [], []
+
+    def progress(line):
+        stamps.append(time.perf_counter())
+        rss.append(_rss_mib())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Config(iterations=iterations, eval_every=500 if iterations % 500 == 0 else iterations,
+                        rounds=11, verbose=0, output_dir=os.path.join(tmp, "run"))
+        start = time.perf_counter()
+        results = runner.run(config, progress=progress, dataset=dataset)
+    totals = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
+    # Round 0 includes model build and XLA compilation: leave it out.
+    shares = [100.0 * (total - m["wall_time_s"]) / total for total, m in zip(totals[1:], results[1:])]
+    rows = [_row("between-round work, % of round wall time (rounds 1-10)", shares, "%"),
+            ("resident memory after round 1 / after round 10", rss[1], rss[10], rss[10], "MiB")]
+    return rows, {"between-round share, median % (target <= 5)": statistics.median(shares),
+                  "RSS after round 10 / after round 1 (target <= 1.05)": rss[10] / rss[1]}
 
 
 def main(argv):
     del argv
+    unknown = [p for p in FLAGS.parts if p not in PARTS]
+    if unknown:
+        raise app.UsageError(f"unknown benchmark part {unknown[0]!r}; known: {', '.join(PARTS)}")
+    from lottery_tf import data
+
+    dataset = data.load("mnist", data_dir=FLAGS.bench_data_dir or None)
+    all_rows, all_ratios = [], {}
     for part in FLAGS.parts:
-        if part != "train_step":
-            raise app.UsageError(f"unknown benchmark part {part!r}; known: train_step")
-    rows, ratios = train_step(FLAGS.repeats, FLAGS.steps, FLAGS.data_dir)
-    print(f"\nLeNet-300-100 on MNIST, batch 60, Adam; {FLAGS.repeats} repeats x {FLAGS.steps} steps")
-    print("| variant | ms/step median | min | max |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, median, low, high in rows:
-        print(f"| {name} | {median:.3f} | {low:.3f} | {high:.3f} |")
-    for name, value in ratios.items():
-        print(f"{name}: {value:.2f}x")
+        if part == "rounds":
+            rows, ratios = rounds(dataset, FLAGS.bench_round_iterations)
+        else:
+            rows, ratios = globals()[part](dataset, FLAGS.repeats, FLAGS.steps)
+        all_rows += rows
+        all_ratios.update(ratios)
+    print(f"\n{FLAGS.repeats} repeats x {FLAGS.steps} steps (Conv-2: steps / 10); median (min-max)")
+    print("| measurement | median | min | max | unit |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for name, median, low, high, unit in all_rows:
+        print(f"| {name} | {median:.3f} | {low:.3f} | {high:.3f} | {unit} |")
+    for name, value in all_ratios.items():
+        print(f"{name}: {value:.3f}")
 
 
 if __name__ == "__main__":
