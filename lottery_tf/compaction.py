@@ -7,8 +7,9 @@ Pure numpy, no TensorFlow: this module decides *what* a compact network is
 
 Structured compaction removes, exactly (same outputs up to float rounding):
 
-* input features / channels whose weights are all pruned (a `Gather` keeps
-  the others);
+* input features / channels whose weights are all pruned, with a `Gather` of
+  the others, if asked (`gather_inputs=True`); by default they are found and
+  reported but kept as all-zero kernel rows, which measured faster here;
 * units (dense units, conv filters) with no live incoming weight from a
   non-constant input: such a unit emits `activation(bias + constant inputs)`
   everywhere, which is folded into the next layer's bias. Through a conv with
@@ -23,7 +24,7 @@ The output layer keeps all its units (logits), constant or not.
 
 Storage: each compact kernel is stored in whichever of three encodings is
 smallest: `dense`, `bitmask` (nonzero values in C order plus one bit per
-position: 4 bytes + 1/(8 x density) bits per nonzero) or `delta` (nonzero
+position: 4 bytes + 1/(8 x density) bytes per nonzero) or `delta` (nonzero
 values in C order plus the uint16 step from one flat position to the next:
 6 bytes per nonzero). Below 1/16 density `delta` wins.
 """
@@ -231,7 +232,8 @@ def forward(network, x):
 # --- structured compaction ----------------------------------------------------
 
 
-def _check(network):
+def check_supported(network):
+    """Raises `UnsupportedNetwork` for what `compact` cannot handle."""
     if not network.layers or not isinstance(network.layers[-1], Dense):
         raise UnsupportedNetwork("the last layer must be a Dense output layer")
     for layer in network.layers:
@@ -273,7 +275,7 @@ def compact(network, gather_inputs=False):
     Raises:
       UnsupportedNetwork: a layer, activation or shape compaction cannot handle.
     """
-    _check(network)
+    check_supported(network)
     layers = network.layers
     tensor_shapes = shapes(network)
     last = len(layers) - 1

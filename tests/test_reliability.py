@@ -74,6 +74,25 @@ class CrashInjectionTest(tf.test.TestCase):
                 self.assertIn("[saved]", resumed.stdout.splitlines()[0])
 
 
+class ExportCrashTest(tf.test.TestCase):
+    def test_sigkill_during_export_leaves_no_export_and_a_rerun_completes(self):
+        from test_export import lenet_run
+
+        run_path = os.path.join(self.get_temp_dir(), "run")
+        lenet_run(run_path)
+        output = os.path.join(self.get_temp_dir(), "exports", "ticket")
+        env = dict(os.environ, PYTHONPATH=REPO)
+        command = [sys.executable, "-m", "lottery_tf", "export", f"--run={run_path}", "--round=1",
+                   f"--output={output}", "--probe=random"]
+        crashed = subprocess.run(command, env=dict(env, LOTTERY_TF_FAULT="export"), capture_output=True,
+                                 text=True, timeout=300)
+        self.assertEqual(crashed.returncode, -signal.SIGKILL, crashed.stderr)
+        self.assertFalse(os.path.exists(output))
+        resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(resumed.returncode, 0, resumed.stderr)
+        self.assertTrue(os.path.exists(os.path.join(output, "saved_model.pb")))
+
+
 class IntegrityTest(tf.test.TestCase):
     def _run(self, path, **overrides):
         with mock_tfds():
