@@ -197,12 +197,27 @@ def _parse_flags(argv):
         startup.fail(str(e).replace("ERROR:: ", ""))
 
 
+def _subcommand_flags_parser(name):
+    """Parses a subcommand's flags, refusing the training flags (defined here)."""
+    training_flags = {f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+
+    def parse(argv):
+        remaining = _parse_flags(argv)
+        given = sorted(n for n in training_flags if FLAGS[n].present)
+        if given:
+            startup.fail(f"--{given[0]} is a training flag; `lottery-tf {name}` does not take it")
+        return remaining
+
+    return parse
+
+
 def run(argv=None):
     """Console-script entry point: training, or a subcommand."""
     argv = list(sys.argv if argv is None else argv)
     if len(argv) > 1 and argv[1] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[argv[1]])
-        app.run(module.main, argv=[f"{argv[0]} {argv[1]}"] + argv[2:], flags_parser=_parse_flags)
+        app.run(module.main, argv=[f"{argv[0]} {argv[1]}"] + argv[2:],
+                flags_parser=_subcommand_flags_parser(argv[1]))
     else:
         app.run(main, argv=argv, flags_parser=_parse_flags)
 

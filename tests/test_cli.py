@@ -240,6 +240,8 @@ class SubprocessTest(tf.test.TestCase):
              "lottery-tf: error: Unable to open flagfile: [Errno 2] No such file or directory: 'missing.flags'\n"),
             (["branch", "--branch=random_reinit"], "lottery-tf: error: --run_dir and --branch are required\n"),
             (["report", "--runs=nowhere"], "lottery-tf: error: --runs nowhere holds no lottery-tf run\n"),
+            (["export", "--model=conv2"],
+             "lottery-tf: error: --model is a training flag; `lottery-tf export` does not take it\n"),
         ]
         for args, stderr in cases:
             result = self._run(*args)
