@@ -125,7 +125,8 @@ def vgg19(input_shape, num_classes, seeds):
     conv = 0
     for block, (filters, count) in enumerate(plan, start=1):
         if block > 1:
-            x = keras.layers.MaxPool2D(2, padding="same", name=f"pool{block - 1}")(x)
+            # Valid pooling (as open_lth): on 28x28 inputs 28 -> 14 -> 7 -> 3 -> 1.
+            x = keras.layers.MaxPool2D(2, name=f"pool{block - 1}")(x)
         for _ in range(count):
             conv += 1
             x = _conv_bn_relu(x, filters, f"conv{conv}", seeds)

@@ -120,10 +120,10 @@ def setup(config, dataset=None, model_seed=None):
         config.checkpoint_every,
     )
     strategy = distribute.make(config.distribution_strategy)
-    jit_compile = config.jit_compile and training.jit_supported(strategy)
     seed = config.seed if model_seed is None else model_seed
     with strategy.scope():
         model = models.build(config.model, dataset.input_shape, dataset.num_classes, seed)
+        jit_compile = config.jit_compile and training.jit_supported(strategy, model, config.deterministic)
         optimizer = training.make_optimizer(
             config.optimizer, config.learning_rate, config.momentum, config.weight_decay,
             config.warmup_iterations, config.lr_drop_iterations(), config.lr_drop_factor,

@@ -66,14 +66,20 @@ def effective_steps_per_execution(requested, eval_every, iterations, snapshot_at
     return math.gcd(requested, eval_every, iterations, snapshot_at, checkpoint_every)
 
 
-def jit_supported(strategy):
-    """Whether Keras's `jit_compile` can run under `strategy`.
+def jit_supported(strategy, model=None, deterministic=False):
+    """Whether Keras's `jit_compile` can run `model` under `strategy`.
 
     XLA compiles the whole step into one cluster, which cannot reach variables
     mirrored on other devices ("Trying to access resource ... located in
-    device CPU:1 from device CPU:0"); TPUs compile with XLA anyway.
+    device CPU:1 from device CPU:0"); TPUs compile with XLA anyway. And with
+    op determinism on, XLA refuses max-pooling gradients ("MaxPool gradient
+    ops do not yet have a deterministic XLA implementation").
     """
-    return strategy.num_replicas_in_sync == 1
+    if strategy.num_replicas_in_sync != 1:
+        return False
+    if deterministic and model is not None:
+        return not any(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.submodules)
+    return True
 
 
 def compile_model(model, optimizer, jit_compile, steps_per_execution):

@@ -115,6 +115,15 @@ class ScheduleAndModelsTest(tf.test.TestCase):
             self.assertNotEmpty(bn)
             self.assertEqual(model(tf.zeros((1, 32, 32, 3))).shape, (1, 10))
 
+    def test_conv2_trains_with_default_speed_and_determinism_flags(self):
+        # XLA has no deterministic max-pooling gradient: runs must still work.
+        with mock_tfds():
+            results = runner.run(Config(model="conv2", iterations=10, rounds=2, eval_every=5,
+                                        validation_size=60, batch_size=8, verbose=0,
+                                        output_dir=os.path.join(self.get_temp_dir(), "c")),
+                                 progress=lambda line: None)
+        self.assertAllClose(results[1]["remaining_pct_by_layer"]["conv1"], 90.0, atol=0.2)
+
     def test_resnet20_trains_two_rounds_with_sgd_schedule(self):
         with mock_tfds():
             results = runner.run(
