@@ -45,7 +45,7 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from absl import flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
 from lottery_tf import compaction, errors, faults, startup  # noqa: E402
 
@@ -1061,8 +1061,7 @@ def _report(info, reports, output, progress):
 def main(argv):
     if len(argv) > 1:
         startup.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)
+    startup.quiet_logging()
     try:
         fmt = FLAGS.format
         if fmt not in FORMATS:

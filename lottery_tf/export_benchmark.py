@@ -32,7 +32,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from lottery_tf import compaction, errors, startup  # noqa: E402
 
@@ -268,7 +268,7 @@ def _targets_met(rows):
 def report(rows, layer_rows, repeats, calls, layer_calls):
     from lottery_tf.export import RANDOM_PROBE_SIZE as random
 
-    print(f"\n### Sizes (LeNet-300-100 on MNIST)\n")
+    print("\n### Sizes (LeNet-300-100 on MNIST)\n")
     print("| round | remaining | nonzero weights | dense export | compact export | dense / compact "
           "| compact variables | variable bytes per nonzero | TFLite float | TFLite int8 (dynamic range) |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -330,8 +330,7 @@ def report(rows, layer_rows, repeats, calls, layer_calls):
 def main(argv):
     if len(argv) > 1:
         startup.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)
+    startup.quiet_logging()
     try:
         batch_sizes = [int(b) for b in FLAGS.export_bench_batch_sizes]
         if min(FLAGS.export_bench_repeats, FLAGS.export_bench_calls,

@@ -5,6 +5,7 @@ they are configured here, before any test module builds a tensor.
 """
 
 import contextlib
+import io
 import os
 from unittest import mock
 
@@ -52,3 +53,21 @@ def pytest_collection_modifyitems(config, items):
     # tf.test.TestCase inherits a deprecated `test_session` context manager
     # that pytest collects as a (skipped) test in every class.
     items[:] = [item for item in items if item.name != "test_session"]
+
+
+def run_absl_main(main, program, args):
+    """Runs an absl `main` in-process on `args`; returns (exit status, stdout, stderr)."""
+    from absl import flags
+
+    flag_values = flags.FLAGS
+    flag_values.unparse_flags()
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(flag_values([program] + list(args)))
+        except SystemExit as e:
+            status = e.code
+        finally:
+            flag_values.unparse_flags()
+    return status, out.getvalue(), err.getvalue()

@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import mock_tfds
 from lottery_tf import branches, errors, runner
 from lottery_tf.config import Config
-from lottery_tf.run_dir import RunDir, read_arrays, read_json
+from lottery_tf.run_dir import RunDir, read_arrays
 
 TINY = dict(iterations=30, eval_every=10, validation_size=60, batch_size=16,
             steps_per_execution=5, verbose=0)

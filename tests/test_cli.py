@@ -5,8 +5,6 @@ nothing is written; a few run as real subprocesses too, to see exactly what a
 user sees: one line on stderr, exit status 2, no traceback.
 """
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -16,7 +14,7 @@ from unittest import mock
 import tensorflow as tf
 from absl import flags
 
-from conftest import mock_tfds
+from conftest import mock_tfds, run_absl_main
 from lottery_tf import cli
 from lottery_tf.run_dir import RunDir, read_json
 
@@ -26,18 +24,7 @@ FLAGS = flags.FLAGS
 
 def run_cli(args):
     """Runs the CLI in-process; returns (exit status, stdout, stderr)."""
-    FLAGS.unparse_flags()
-    out, err = io.StringIO(), io.StringIO()
-    status = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            argv = FLAGS(["lottery-tf"] + list(args))
-            cli.main(argv)
-        except SystemExit as e:
-            status = e.code
-        finally:
-            FLAGS.unparse_flags()
-    return status, out.getvalue(), err.getvalue()
+    return run_absl_main(cli.main, "lottery-tf", args)
 
 
 def _tree(path):

@@ -7,8 +7,6 @@ serving test loads an export with `tf.saved_model.load` only, in a new Python
 process that never imports lottery_tf.
 """
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -23,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import flags
 
-from conftest import mock_tfds
+from conftest import mock_tfds, run_absl_main
 from lottery_tf import compaction, errors, export, models
 from lottery_tf.layers import MaskedDense, masked_layers
 from lottery_tf.run_dir import write_arrays, write_json
@@ -38,18 +36,7 @@ LENET_SHAPE = (28, 28, 1)
 
 def run_export(args):
     """Runs `lottery-tf export` in-process; returns (exit status, stdout, stderr)."""
-    FLAGS.unparse_flags()
-    out, err = io.StringIO(), io.StringIO()
-    status = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            argv = FLAGS(["lottery-tf export"] + list(args))
-            export.main(argv)
-        except SystemExit as e:
-            status = e.code
-        finally:
-            FLAGS.unparse_flags()
-    return status, out.getvalue(), err.getvalue()
+    return run_absl_main(export.main, "lottery-tf export", args)
 
 
 def _tree(path):
