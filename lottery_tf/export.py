@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from lottery_tf import compaction, errors, faults, startup  # noqa: E402
+from lottery_tf.run_dir import fsync_path  # noqa: E402
 
 DEFAULT_ROOT = "saved_models"
 FORMATS = ("saved_model", "tflite")
@@ -857,28 +858,16 @@ def place(tmp, output, overwrite):
             os.rename(os.path.join(aside, "export"), target)
             os.rmdir(aside)
         raise
-    _fsync_dir(os.path.dirname(target))
+    fsync_path(os.path.dirname(target))
     if aside:
         shutil.rmtree(aside, ignore_errors=True)
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(path):
     for root, _, files in os.walk(path):
         for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(root)
+            fsync_path(os.path.join(root, name))
+        fsync_path(root)
 
 
 # --- the export -------------------------------------------------------------------------
