@@ -8,9 +8,11 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import mock_tfds
-from lottery_tf import branches, errors, runner
+from lottery_tf import errors
+from lottery_tf.lottery import branches
+from lottery_tf.lottery import runner
 from lottery_tf.config import Config
-from lottery_tf.run_dir import RunDir, read_arrays
+from lottery_tf.lottery.run_dir import RunDir, read_arrays
 
 TINY = dict(iterations=30, eval_every=10, validation_size=60, batch_size=16,
             steps_per_execution=5, verbose=0)

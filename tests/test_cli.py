@@ -15,8 +15,8 @@ import tensorflow as tf
 from absl import flags
 
 from conftest import mock_tfds, run_absl_main
-from lottery_tf import cli
-from lottery_tf.run_dir import RunDir, read_json
+from lottery_tf.cli import train as cli
+from lottery_tf.lottery.run_dir import RunDir, read_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS

@@ -7,7 +7,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from conftest import mock_tfds, real_mnist_dir
-from lottery_tf import data, errors
+from lottery_tf import errors
+from lottery_tf.train import data
 
 
 def _images(ds):

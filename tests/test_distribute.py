@@ -6,11 +6,15 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import mock_tfds
-from lottery_tf import data, distribute, models, runner, training
-from lottery_tf.callbacks import LotteryCallback, model_weights
+from lottery_tf.train import data
+from lottery_tf.train import distribute
+from lottery_tf.nn import models
+from lottery_tf.lottery import runner
+from lottery_tf.train import fit as training
+from lottery_tf.train.callbacks import LotteryCallback, model_weights
 from lottery_tf.config import Config
-from lottery_tf.layers import masked_layers
-from lottery_tf.run_dir import RunDir, read_arrays
+from lottery_tf.nn.layers import masked_layers
+from lottery_tf.lottery.run_dir import RunDir, read_arrays
 
 
 class MirroredTest(tf.test.TestCase):

@@ -22,9 +22,12 @@ import tf_keras as keras
 from absl import flags
 
 from conftest import mock_tfds, run_absl_main
-from lottery_tf import compaction, errors, export, models
-from lottery_tf.layers import MaskedDense, masked_layers
-from lottery_tf.run_dir import write_arrays, write_json
+from lottery_tf import errors
+from lottery_tf.export import compaction
+from lottery_tf.export import export
+from lottery_tf.nn import models
+from lottery_tf.nn.layers import MaskedDense, masked_layers
+from lottery_tf.lottery.run_dir import write_arrays, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -710,12 +713,12 @@ class FlagNamesTest(tf.test.TestCase):
         # absl flags are process-global: a name defined twice fails at import.
         import importlib
 
-        from lottery_tf import cli
+        from lottery_tf.cli import train as cli
 
-        for module in list(cli.SUBCOMMANDS.values()) + ["lottery_tf.benchmarks",
-                                                        "lottery_tf.export_benchmark"]:
+        for module in list(cli.SUBCOMMANDS.values()) + ["lottery_tf.bench.train_bench",
+                                                        "lottery_tf.bench.export_bench"]:
             importlib.import_module(module)
         for name in ("run", "round", "output", "format", "quantize", "overwrite", "probe",
                      "probe_data_dir", "probe_size", "best_tolerance"):
-            self.assertEqual(FLAGS.find_module_defining_flag(name), "lottery_tf.export", name)
+            self.assertEqual(FLAGS.find_module_defining_flag(name), "lottery_tf.export.export", name)
 

@@ -7,11 +7,16 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import mock_tfds
-from lottery_tf import cli, models, pruning, runner, schedule, training
-from lottery_tf.callbacks import LotteryCallback, model_weights
+from lottery_tf.cli import train as cli
+from lottery_tf.nn import models
+from lottery_tf.pruning import selection as pruning
+from lottery_tf.lottery import runner
+from lottery_tf.pruning import schedule
+from lottery_tf.train import fit as training
+from lottery_tf.train.callbacks import LotteryCallback, model_weights
 from lottery_tf.config import Config
-from lottery_tf.layers import masked_layers
-from lottery_tf.run_dir import RunDir, read_arrays
+from lottery_tf.nn.layers import masked_layers
+from lottery_tf.lottery.run_dir import RunDir, read_arrays
 
 TINY = dict(eval_every=10, validation_size=60, batch_size=16, steps_per_execution=5, verbose=0)
 
@@ -36,7 +41,7 @@ class RewindTest(tf.test.TestCase):
 
     def test_round_start_uses_the_rewind_weights(self):
         with mock_tfds():
-            from lottery_tf import data
+            from lottery_tf.train import data
 
             dataset = data.load("mnist", validation_size=60)
         model = models.build("lenet_300_100", dataset.input_shape, dataset.num_classes, seed=1)

@@ -8,7 +8,7 @@ import sys
 
 import tensorflow as tf
 
-from lottery_tf.run_dir import RunDir, read_arrays, read_json
+from lottery_tf.lottery.run_dir import RunDir, read_arrays, read_json
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)

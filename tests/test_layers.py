@@ -3,7 +3,7 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
 
-from lottery_tf.layers import CUSTOM_OBJECTS, MaskedConv2D, MaskedDense, masked_layers
+from lottery_tf.nn.layers import CUSTOM_OBJECTS, MaskedConv2D, MaskedDense, masked_layers
 
 
 def _random_mask(shape, keep, seed):

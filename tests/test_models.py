@@ -1,8 +1,9 @@
 import numpy as np
 import tensorflow as tf
 
-from lottery_tf import errors, models
-from lottery_tf.layers import masked_layers
+from lottery_tf import errors
+from lottery_tf.nn import models
+from lottery_tf.nn.layers import masked_layers
 
 
 def _shapes(model):

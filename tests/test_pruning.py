@@ -1,7 +1,9 @@
 import numpy as np
 import tensorflow as tf
 
-from lottery_tf import errors, pruning, schedule
+from lottery_tf import errors
+from lottery_tf.pruning import selection as pruning
+from lottery_tf.pruning import schedule
 
 
 def _round_half_up(x):

@@ -5,7 +5,7 @@ import os
 import tensorflow as tf
 
 from conftest import real_mnist_dir
-from lottery_tf import runner
+from lottery_tf.lottery import runner
 from lottery_tf.config import Config
 
 

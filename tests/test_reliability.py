@@ -13,9 +13,12 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import mock_tfds
-from lottery_tf import errors, run_dir as run_dir_lib, runner
+from lottery_tf import errors
+from lottery_tf.lottery import run_dir as run_dir_lib
+from lottery_tf.lottery import storage
+from lottery_tf.lottery import runner
 from lottery_tf.config import Config
-from lottery_tf.run_dir import RunDir, read_arrays, read_json
+from lottery_tf.lottery.run_dir import RunDir, read_arrays, read_json
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
@@ -130,7 +133,7 @@ class IntegrityTest(tf.test.TestCase):
     def test_disk_full_leaves_the_previous_state_valid_and_says_so(self):
         path = os.path.join(self.get_temp_dir(), "run")
         self._run(path, rounds=1)
-        original = run_dir_lib._write_file
+        original = storage._write_file
         calls = []
 
         def full_disk(target, data):
@@ -139,7 +142,7 @@ class IntegrityTest(tf.test.TestCase):
                 raise OSError(errno.ENOSPC, "No space left on device")
             return original(target, data)
 
-        with mock.patch.object(run_dir_lib, "_write_file", full_disk):
+        with mock.patch.object(storage, "_write_file", full_disk):
             with self.assertRaisesRegex(errors.LotteryError,
                                         r"could not write .*round_001/weights.npz: No space left on device; "
                                         "everything completed before is intact"):
@@ -167,7 +170,7 @@ class LockTest(tf.test.TestCase):
             RunDir(path).lock()
         holder.unlock()
         # A process that dies holding the lock (SIGKILL) does not leave it stuck.
-        code = ("import sys, os, signal; sys.path.insert(0, %r); from lottery_tf.run_dir import RunDir; "
+        code = ("import sys, os, signal; sys.path.insert(0, %r); from lottery_tf.lottery.run_dir import RunDir; "
                 "RunDir(%r).lock(); os.kill(os.getpid(), signal.SIGKILL)") % (REPO, path)
         self.assertEqual(subprocess.run([sys.executable, "-c", code]).returncode, -signal.SIGKILL)
         RunDir(path).lock()

@@ -3,7 +3,11 @@ import os
 import tensorflow as tf
 
 from conftest import mock_tfds
-from lottery_tf import branches, cli, errors, report, runner
+from lottery_tf import errors
+from lottery_tf.lottery import branches
+from lottery_tf.cli import train as cli
+from lottery_tf.report import report
+from lottery_tf.lottery import runner
 from lottery_tf.config import Config
 
 TINY = dict(iterations=20, eval_every=10, validation_size=60, batch_size=16,

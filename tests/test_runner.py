@@ -6,11 +6,15 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import mock_tfds
-from lottery_tf import data, errors, models, runner, training
-from lottery_tf.callbacks import LotteryCallback, model_weights
+from lottery_tf import errors
+from lottery_tf.train import data
+from lottery_tf.nn import models
+from lottery_tf.lottery import runner
+from lottery_tf.train import fit as training
+from lottery_tf.train.callbacks import LotteryCallback, model_weights
 from lottery_tf.config import Config
-from lottery_tf.layers import masked_layers
-from lottery_tf.run_dir import RunDir, read_arrays, read_json
+from lottery_tf.nn.layers import masked_layers
+from lottery_tf.lottery.run_dir import RunDir, read_arrays, read_json
 
 # Small enough for seconds per run on two cores, big enough to prune.
 TINY = dict(
@@ -177,7 +181,7 @@ class RunDirectoryTest(tf.test.TestCase):
         self.assertStartsWith(os.path.basename(a), "lenet_300_100_mnist_")
 
     def test_half_written_files_never_replace_good_ones(self):
-        from lottery_tf import run_dir as run_dir_lib
+        from lottery_tf.lottery import run_dir as run_dir_lib
 
         path = os.path.join(self.get_temp_dir(), "m.json")
         run_dir_lib.write_json(path, {"ok": 1})

@@ -1,26 +1,8 @@
-"""What every lottery-tf command does at start and on a user error."""
+"""TensorFlow without its C++ start-up chatter (for commands and the export)."""
 
 import contextlib
 import os
 import sys
-
-from absl import flags, logging
-
-
-def fail(message):
-    """Ends the program on a user error: one line on stderr, exit status 2."""
-    print(f"lottery-tf: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
-def quiet_logging():
-    """absl logging at ERROR unless --verbosity was given.
-
-    TFDS logs each file it opens (INFO) and its own deprecations (WARNING);
-    the per-round lines and errors say what users need.
-    """
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,8 @@ import os
 
 from absl import flags
 
-from lottery_tf import errors, startup
+from lottery_tf import errors
+from lottery_tf.cli import app as startup  # interim
 
 flags.DEFINE_list("runs", [], "Run directories, or parents of trial_* run directories.")
 flags.DEFINE_string("report_dir", "report", "Where tables and figures are written.")

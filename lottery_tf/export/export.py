@@ -47,8 +47,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from lottery_tf import compaction, errors, faults, startup  # noqa: E402
-from lottery_tf.run_dir import fsync_path  # noqa: E402
+from lottery_tf import errors, faults, quiet  # noqa: E402
+from lottery_tf.cli import app as startup  # noqa: E402  (interim)
+from lottery_tf.export import compaction  # noqa: E402
+from lottery_tf.lottery.storage import fsync_path  # noqa: E402
 
 DEFAULT_ROOT = "saved_models"
 FORMATS = ("saved_model", "tflite")
@@ -110,7 +112,7 @@ def _round_dir(run_dir, r):
 
 def _recorded(path):
     """Whether `path` was completely written (listed in its directory's manifest, if any)."""
-    from lottery_tf import run_dir
+    from lottery_tf.lottery import run_dir
 
     return getattr(run_dir, "is_recorded", os.path.exists)(path)
 
@@ -149,7 +151,7 @@ def best_round(metrics_by_round, tolerance_points):
 
 
 def _read(path, reader, what):
-    from lottery_tf.run_dir import read_arrays, read_json
+    from lottery_tf.lottery.run_dir import read_arrays, read_json
 
     reader = {"json": read_json, "arrays": read_arrays}[reader]
     try:
@@ -224,8 +226,8 @@ def load_ticket(run_dir, round_spec, tolerance_points=0.5):
 
 def keras_model(ticket):
     """The run's masked Keras model with the round's weights and masks."""
-    from lottery_tf import models
-    from lottery_tf.layers import masked_layers
+    from lottery_tf.nn import models
+    from lottery_tf.nn.layers import masked_layers
 
     try:
         input_shape = tuple(int(d) for d in ticket.dataset["input_shape"])
@@ -262,7 +264,7 @@ def network_from_model(model):
     """
     import tf_keras as keras
 
-    from lottery_tf.layers import MaskedConv2D, MaskedDense
+    from lottery_tf.nn.layers import MaskedConv2D, MaskedDense
 
     supported = "InputLayer, Flatten, (Masked)Dense, (Masked)Conv2D, MaxPool2D in a chain"
 
@@ -593,7 +595,7 @@ def convert_tflite(network, quantize):
     # XNNPACK delegate refuses sparse int8 fully-connected weights).
     converter.optimizations = [tf.lite.Optimize.DEFAULT if quantize
                                else tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    with startup.quiet_stderr():
+    with quiet.quiet_stderr():
         return converter.convert()
 
 
@@ -610,7 +612,7 @@ def run_saved_model(path, images, batch_size=1024):
 def run_tflite(path, images):
     """Logits and class ids of the TFLite model at `path` on `images`."""
     tf = _tf()
-    with warnings.catch_warnings(), startup.quiet_stderr():
+    with warnings.catch_warnings(), quiet.quiet_stderr():
         # tf.lite.Interpreter warns that it moves to ai_edge_litert (not installed
         # here) and announces its XNNPACK delegate on stderr.
         warnings.simplefilter("ignore")
@@ -698,7 +700,7 @@ def _dataset_images(name, data_dir, size, shape):
     """The first `size` test images (scaled as in training) and labels, or (None, None, why)."""
     import tensorflow_datasets as tfds
 
-    from lottery_tf import data
+    from lottery_tf.train import data
 
     try:
         if not tfds.builder(name, data_dir=data_dir).is_prepared():

@@ -59,7 +59,8 @@ def _plain(name, seed=0):
 
 
 def _compiled(name, masked, jit_compile=True, steps_per_execution=50):
-    from lottery_tf import models, training
+    from lottery_tf.nn import models
+    from lottery_tf.train import fit as training
 
     model = models.build(name, (28, 28, 1), 10, 0) if masked else _plain(name)
     training.compile_model(model, training.make_optimizer("adam", 1.2e-3), jit_compile, steps_per_execution)
@@ -143,7 +144,7 @@ def _rss_mib():
 
 def rounds(dataset, iterations):
     """Between-round overhead and memory growth over 11 quickstart-like rounds."""
-    from lottery_tf import runner
+    from lottery_tf.lottery import runner
     from lottery_tf.config import Config
 
     stamps, rss = [], []
@@ -171,7 +172,7 @@ def main(argv):
     unknown = [p for p in FLAGS.parts if p not in PARTS]
     if unknown:
         raise app.UsageError(f"unknown benchmark part {unknown[0]!r}; known: {', '.join(PARTS)}")
-    from lottery_tf import data
+    from lottery_tf.train import data
 
     dataset = data.load("mnist", data_dir=FLAGS.bench_data_dir or None)
     all_rows, all_ratios = [], {}

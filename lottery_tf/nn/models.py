@@ -8,7 +8,7 @@ Layer names are fixed because run directories key weights and masks by them.
 
 import tf_keras as keras
 
-from lottery_tf.layers import MaskedConv2D, MaskedDense
+from lottery_tf.nn.layers import MaskedConv2D, MaskedDense
 from lottery_tf.registry import Registry
 
 MODELS = Registry("model")

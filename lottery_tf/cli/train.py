@@ -16,8 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from lottery_tf import config as config_lib  # noqa: E402
-from lottery_tf import errors, startup  # noqa: E402
-from lottery_tf.run_dir import RunDir  # noqa: E402
+from lottery_tf import errors  # noqa: E402
+from lottery_tf.cli import app as startup  # noqa: E402  (interim)
+from lottery_tf.lottery.run_dir import RunDir  # noqa: E402
 
 _DEFAULTS = config_lib.Config()
 
@@ -170,7 +171,7 @@ def main(argv):
     try:
         trials = trial_configs(config_from_flags().validate(), FLAGS.trials, FLAGS.trial_index)
         startup.start_tensorflow_quietly()
-        from lottery_tf import runner  # noqa: E402
+        from lottery_tf.lottery import runner  # noqa: E402
 
         for config in trials:
             if FLAGS.trials > 1:
@@ -183,9 +184,9 @@ def main(argv):
 # `lottery-tf NAME ...` runs the absl app in module SUBCOMMANDS[NAME]. Its flags
 # must not reuse this module's flag names (tests import both in one process).
 SUBCOMMANDS = {
-    "branch": "lottery_tf.branch_cli",
-    "export": "lottery_tf.export",
-    "report": "lottery_tf.report",
+    "branch": "lottery_tf.cli.branch",
+    "export": "lottery_tf.export.export",
+    "report": "lottery_tf.report.report",
 }
 
 

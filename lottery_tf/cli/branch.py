@@ -9,7 +9,8 @@ import sys
 
 from absl import flags
 
-from lottery_tf import errors, startup
+from lottery_tf import errors
+from lottery_tf.cli import app as startup  # interim
 
 flags.DEFINE_string("run_dir", None, "The run directory to branch from.")
 flags.DEFINE_string("branch", None, "random_reinit, random_pruning or one_shot.")
@@ -40,7 +41,7 @@ def main(argv):
         rounds = None if FLAGS.branch_rounds == ["all"] else _parse(FLAGS.branch_rounds, int, "branch_rounds")
         targets = _parse(FLAGS.targets, float, "targets")
         startup.start_tensorflow_quietly()
-        from lottery_tf import branches  # noqa: E402
+        from lottery_tf.lottery import branches  # noqa: E402
 
         verbose = FLAGS.branch_verbose
         if verbose is None and not sys.stdout.isatty():

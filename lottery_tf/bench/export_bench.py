@@ -34,7 +34,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from lottery_tf import compaction, errors, startup  # noqa: E402
+from lottery_tf import errors  # noqa: E402
+from lottery_tf.cli import app as startup  # noqa: E402  (interim)
+from lottery_tf.export import compaction  # noqa: E402
 
 # Names distinct from every other lottery-tf module's flags.
 flags.DEFINE_string("export_bench_run_dir", "runs/export_benchmark_lenet_300_100_mnist",
@@ -102,11 +104,11 @@ def _fmt(stat, scale=1.0, digits=1):
 
 def ensure_run(run_dir, rounds, iterations, data_dir):
     """Trains the benchmark's IMP run unless `run_dir` already has `rounds` complete rounds."""
-    from lottery_tf import export
+    from lottery_tf.export import export
 
     if os.path.isdir(run_dir) and len(export.complete_rounds(run_dir)) >= rounds:
         return
-    from lottery_tf import runner
+    from lottery_tf.lottery import runner
     from lottery_tf.config import Config
 
     print(f"training {rounds} rounds x {iterations} iterations into {run_dir} ...", flush=True)
@@ -118,8 +120,8 @@ def ensure_run(run_dir, rounds, iterations, data_dir):
 
 def pick_rounds(run_dir, targets):
     """The complete round nearest (in % remaining) to each target."""
-    from lottery_tf import export
-    from lottery_tf.run_dir import read_json
+    from lottery_tf.export import export
+    from lottery_tf.lottery.run_dir import read_json
 
     remaining = {
         r: read_json(os.path.join(run_dir, f"round_{r:03d}", "metrics.json"))["remaining_pct"]
@@ -134,7 +136,7 @@ def pick_rounds(run_dir, targets):
 def measure_ticket(run_dir, r, probe, test_images, out_dir, batch_sizes, repeats, calls):
     import tensorflow as tf
 
-    from lottery_tf import export
+    from lottery_tf.export import export
 
     ticket = export.load_ticket(run_dir, str(r))
     model = export.keras_model(ticket)
@@ -266,7 +268,7 @@ def _targets_met(rows):
 
 
 def report(rows, layer_rows, repeats, calls, layer_calls):
-    from lottery_tf.export import RANDOM_PROBE_SIZE as random
+    from lottery_tf.export.export import RANDOM_PROBE_SIZE as random
 
     print("\n### Sizes (LeNet-300-100 on MNIST)\n")
     print("| round | remaining | nonzero weights | dense export | compact export | dense / compact "
@@ -339,7 +341,8 @@ def main(argv):
                 "--export_bench_repeats, --export_bench_calls, --export_bench_layer_calls and "
                 "--export_bench_batch_sizes must be positive")
         startup.start_tensorflow_quietly()
-        from lottery_tf import data, export
+        from lottery_tf.train import data
+        from lottery_tf.export import export
 
         data_dir = FLAGS.export_bench_data_dir or None
         ensure_run(FLAGS.export_bench_run_dir, FLAGS.export_bench_train_rounds,

@@ -17,12 +17,18 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from lottery_tf import data as data_lib
-from lottery_tf import distribute, errors, models, pruning, schedule, summaries, training
-from lottery_tf import callbacks as callbacks_lib
-from lottery_tf.callbacks import LotteryCallback, WeightSnapshot, model_weights
-from lottery_tf.layers import masked_layers
-from lottery_tf.run_dir import RunDir, is_recorded, read_arrays, read_json, write_arrays, write_json
+from lottery_tf.train import data as data_lib
+from lottery_tf import errors
+from lottery_tf.train import distribute
+from lottery_tf.nn import models
+from lottery_tf.pruning import selection as pruning
+from lottery_tf.pruning import schedule
+from lottery_tf.lottery import tensorboard as summaries
+from lottery_tf.train import fit as training
+from lottery_tf.train import callbacks as callbacks_lib
+from lottery_tf.train.callbacks import LotteryCallback, WeightSnapshot, model_weights
+from lottery_tf.nn.layers import masked_layers
+from lottery_tf.lottery.run_dir import RunDir, is_recorded, read_arrays, read_json, write_arrays, write_json
 
 
 def round_seed(seed, r):

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lottery_tf import faults
-from lottery_tf.layers import masked_layers
+from lottery_tf.nn.layers import masked_layers
 
 
 def weight_key(variable):

@@ -23,9 +23,11 @@ import shutil
 
 import numpy as np
 
-from lottery_tf import errors, runner, summaries
+from lottery_tf import errors
+from lottery_tf.lottery import runner
+from lottery_tf.lottery import tensorboard as summaries
 from lottery_tf.config import Config
-from lottery_tf.run_dir import RunDir, is_recorded, read_arrays, read_json, write_arrays, write_json
+from lottery_tf.lottery.run_dir import RunDir, is_recorded, read_arrays, read_json, write_arrays, write_json
 
 KINDS = ("random_reinit", "random_pruning", "one_shot")
 

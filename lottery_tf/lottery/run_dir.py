@@ -1,0 +1,398 @@
+"""The run directory: the one owner of where each of a run's files lives.
+
+Every path of a run is built here; other modules ask a `RunDir`, a
+`BranchDir` or an `EntryDir` for it. The whole layout:
+
+    RUN/
+      config.json                 the full configuration of the run
+      dataset.json                dataset name, input shape, class count, sizes
+      theta0.npz                  θ0: every model weight at initialization
+      rewind.npz                  with --rewind_iteration=k: the weights after k
+                                  iterations of round 0, where later rounds start
+      summary.csv                 one row per completed round
+      hyperparameter_changes.json changes admitted by --allow_changed_hyperparameters
+      MANIFEST.json               SHA-256 of every file written in RUN/ (storage.py)
+      .lock                       the writer's flock (held while a process writes)
+      tensorboard/                TensorBoard scalars: rounds/ and one round_NNN/ per curve
+      round_NNN/                  one *entry* (EntryDir) per round:
+        mask.npz                  masks the round trained with
+        weights.npz               weights at the end of the round's training
+        metrics.json              the round's metrics; written last, so its
+                                  presence marks the round complete
+        MANIFEST.json
+        checkpoints/              while the round trains: ckpt-STEP.* (Keras
+                                  variables, tf.train.CheckpointManager), state-STEP.json
+                                  (learning curve so far), snapshot.npz (rewind
+                                  point, once taken), MANIFEST.json
+      branches/NAME/              a control (BranchDir): branch.json, summary.csv,
+                                  theta0.npz (random reinit), tensorboard/, .lock,
+                                  MANIFEST.json and one entry per round (round_NNN/)
+                                  or target (sparsity_S/), laid out like round_NNN/
+
+Each step skips when its outputs exist, so rerunning a command resumes it.
+Files are written and read through `storage.py` (atomic, checksummed).
+"""
+
+import csv
+import fcntl
+import io
+import os
+import shutil
+import time
+
+from lottery_tf import errors
+from lottery_tf.lottery import storage
+from lottery_tf.lottery.storage import is_recorded, read_arrays, read_json, write_arrays, write_json
+
+DEFAULT_ROOT = "runs"
+BRANCHES = "branches"
+
+
+class EntryDir:
+    """One trained network of a run: a main-line round or a branch entry."""
+
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    def name(self):
+        return os.path.basename(self.path)
+
+    @property
+    def mask_path(self):
+        return os.path.join(self.path, "mask.npz")
+
+    @property
+    def weights_path(self):
+        return os.path.join(self.path, "weights.npz")
+
+    @property
+    def metrics_path(self):
+        return os.path.join(self.path, "metrics.json")
+
+    @property
+    def checkpoint_dir(self):
+        return os.path.join(self.path, "checkpoints")
+
+    def checkpoint_state_path(self, step):
+        return os.path.join(self.checkpoint_dir, f"state-{step}.json")
+
+    @property
+    def checkpoint_snapshot_path(self):
+        return os.path.join(self.checkpoint_dir, "snapshot.npz")
+
+    def complete(self):
+        return is_recorded(self.metrics_path)
+
+    def read_metrics(self):
+        return read_json(self.metrics_path)
+
+    def read_masks(self):
+        return read_arrays(self.mask_path)
+
+    def read_weights(self):
+        return read_arrays(self.weights_path)
+
+    def write_masks(self, masks):
+        os.makedirs(self.path, exist_ok=True)
+        write_arrays(self.mask_path, masks)
+
+    def save(self, weights, metrics):
+        """Writes the trained weights, then metrics.json (marking it complete).
+
+        Mid-training checkpoints are dropped once the entry is complete.
+        """
+        os.makedirs(self.path, exist_ok=True)
+        write_arrays(self.weights_path, weights)
+        write_json(self.metrics_path, metrics)
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
+    def drop_checkpoints(self):
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
+
+class _LockedDir:
+    """A directory with one writer at a time, a summary and TensorBoard scalars."""
+
+    def __init__(self, path):
+        self.path = path
+        self._lock_fd = None
+
+    @property
+    def lock_path(self):
+        return os.path.join(self.path, ".lock")
+
+    @property
+    def summary_path(self):
+        return os.path.join(self.path, "summary.csv")
+
+    @property
+    def tensorboard_dir(self):
+        return os.path.join(self.path, "tensorboard")
+
+    @property
+    def theta0_path(self):
+        return os.path.join(self.path, "theta0.npz")
+
+    def lock(self):
+        """Takes this directory's writer lock, or refuses if another process has it.
+
+        An flock: the kernel drops it when its process ends, however it ends,
+        so a crashed run never leaves it stuck.
+        """
+        if self._lock_fd is not None:
+            return
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise errors.LotteryError(
+                f"run directory {self.path} is in use by {holder}; wait for it to finish "
+                "or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()}".encode())
+        self._lock_fd = fd
+
+    def unlock(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def write_summary(self, rows):
+        if not rows:
+            return
+        columns = list(rows[0])
+        for row in rows[1:]:
+            columns += [c for c in row if c not in columns]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        storage.write_text(self.summary_path, text.getvalue())
+
+
+class BranchDir(_LockedDir):
+    """A control's directory, `RUN/branches/NAME/`."""
+
+    @property
+    def name(self):
+        return os.path.basename(self.path)
+
+    @property
+    def info_path(self):
+        return os.path.join(self.path, "branch.json")
+
+    def read_info(self):
+        return read_json(self.info_path)
+
+    def write_info(self, info):
+        write_json(self.info_path, info)
+
+    def entry(self, name):
+        return EntryDir(os.path.join(self.path, name))
+
+    def complete_entries(self):
+        """The entries whose metrics are recorded, by directory name."""
+        if not os.path.isdir(self.path):
+            return []
+        return [self.entry(name) for name in sorted(os.listdir(self.path))
+                if os.path.isdir(os.path.join(self.path, name)) and self.entry(name).complete()]
+
+
+class RunDir(_LockedDir):
+    """Paths and reads/writes of one run directory."""
+
+    @classmethod
+    def for_config(cls, config):
+        return cls(config.output_dir or os.path.join(DEFAULT_ROOT, config.default_run_name()))
+
+    @property
+    def config_path(self):
+        return os.path.join(self.path, "config.json")
+
+    @property
+    def rewind_path(self):
+        return os.path.join(self.path, "rewind.npz")
+
+    @property
+    def dataset_path(self):
+        return os.path.join(self.path, "dataset.json")
+
+    @property
+    def changes_path(self):
+        return os.path.join(self.path, "hyperparameter_changes.json")
+
+    def is_run(self):
+        return os.path.exists(self.config_path)
+
+    # --- rounds ---------------------------------------------------------------
+
+    def round(self, r):
+        return EntryDir(os.path.join(self.path, f"round_{r:03d}"))
+
+    def round_dir(self, r):
+        return self.round(r).path
+
+    def mask_path(self, r):
+        return self.round(r).mask_path
+
+    def weights_path(self, r):
+        return self.round(r).weights_path
+
+    def metrics_path(self, r):
+        return self.round(r).metrics_path
+
+    def checkpoint_dir(self, r):
+        return self.round(r).checkpoint_dir
+
+    def round_complete(self, r):
+        return self.round(r).complete()
+
+    def complete_rounds(self):
+        """Rounds whose metrics.json is recorded, in order."""
+        if not os.path.isdir(self.path):
+            return []
+        found = []
+        for name in os.listdir(self.path):
+            if name.startswith("round_") and name[6:].isdigit() and self.round_complete(int(name[6:])):
+                found.append(int(name[6:]))
+        return sorted(found)
+
+    def rounds_with_masks(self, first=1):
+        """Consecutive rounds from `first` whose mask exists."""
+        found = []
+        r = first
+        while os.path.exists(self.mask_path(r)):
+            found.append(r)
+            r += 1
+        return found
+
+    def read_config(self):
+        return read_json(self.config_path)
+
+    def read_dataset_info(self):
+        return read_json(self.dataset_path)
+
+    def read_metrics(self, r):
+        return self.round(r).read_metrics()
+
+    def read_weights(self, r):
+        return self.round(r).read_weights()
+
+    def load_masks(self, r):
+        path = self.mask_path(r)
+        if not os.path.exists(path):
+            raise errors.LotteryError(
+                f"run directory {self.path} is damaged: {path} is missing although "
+                f"round {r - 1} is complete"
+            )
+        return read_arrays(path)
+
+    read_masks = load_masks
+
+    def save_round(self, r, weights, metrics, next_masks=None):
+        """Writes round r's outputs; metrics.json last marks it complete.
+
+        The next round's masks are written before it, so a complete round
+        always has its successor's masks.
+        """
+        entry = self.round(r)
+        os.makedirs(entry.path, exist_ok=True)
+        write_arrays(entry.weights_path, weights)
+        if next_masks is not None:
+            self.round(r + 1).write_masks(next_masks)
+        write_json(entry.metrics_path, metrics)
+        entry.drop_checkpoints()
+
+    # --- branches -------------------------------------------------------------
+
+    @property
+    def branches_dir(self):
+        return os.path.join(self.path, BRANCHES)
+
+    def branch(self, name):
+        return BranchDir(os.path.join(self.branches_dir, name))
+
+    def branches(self):
+        """Branch directories that hold a branch.json, by name."""
+        if not os.path.isdir(self.branches_dir):
+            return []
+        return [self.branch(name) for name in sorted(os.listdir(self.branches_dir))
+                if os.path.exists(self.branch(name).info_path)]
+
+    # --- creating and checking ------------------------------------------------
+
+    def check(self, config):
+        """Refuses, before anything is written, a path this run cannot use."""
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise errors.LotteryError(f"--output_dir {self.path} exists and is not a directory")
+        parent = self.path
+        while not os.path.exists(parent):
+            parent = os.path.dirname(os.path.abspath(parent))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise errors.LotteryError(f"--output_dir {self.path} is not writable ({parent})")
+        if os.path.exists(self.config_path):
+            self._check_same_hyperparameters(config)
+        elif os.path.isdir(self.path) and os.listdir(self.path):
+            raise errors.LotteryError(
+                f"--output_dir {self.path} is not empty and holds no lottery-tf run "
+                "(no config.json); choose another directory"
+            )
+
+    def _check_same_hyperparameters(self, config):
+        try:
+            saved = type(config).from_dict(read_json(self.config_path)).hyperparameters()
+        except (OSError, ValueError, TypeError) as e:
+            raise errors.LotteryError(f"cannot read {self.config_path}: {e}") from None
+        wanted = config.hyperparameters()
+        differing = [k for k in list(wanted) + [k for k in saved if k not in wanted]
+                     if saved.get(k) != wanted.get(k)]
+        if differing and not config.allow_changed_hyperparameters:
+            details = ", ".join(f"{k}={saved.get(k)!r} (now {wanted.get(k)!r})" for k in differing)
+            raise errors.LotteryError(
+                f"run directory {self.path} was made with other hyperparameters: "
+                f"{details}; use another --output_dir (or --allow_changed_hyperparameters "
+                "to continue it with these, recorded in hyperparameter_changes.json)"
+            )
+        return {k: [saved.get(k), wanted.get(k)] for k in differing}
+
+    def create(self, config, dataset_info):
+        """Takes the run's lock, then saves the configuration and dataset facts.
+
+        `dataset_info` (input shape, class count, ...) lets later tools rebuild
+        the model without loading the dataset. A change of hyperparameters
+        (allowed by --allow_changed_hyperparameters) is appended to
+        hyperparameter_changes.json with the first round it applies to, and
+        that round's mid-round checkpoints (made with the old ones) are dropped.
+        """
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            self.lock()
+            changes = self._check_same_hyperparameters(config) if os.path.exists(self.config_path) else {}
+            self._remove_stale_temp_files()
+            if changes:
+                first = 0
+                while self.round_complete(first):
+                    first += 1
+                history = read_json(self.changes_path) if os.path.exists(self.changes_path) else []
+                history.append({"from_round": first, "changes": changes,
+                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                write_json(self.changes_path, history)
+                self.round(first).drop_checkpoints()
+            write_json(self.config_path, config.to_dict())
+            write_json(self.dataset_path, dataset_info)
+        except OSError as e:
+            raise errors.LotteryError(f"--output_dir {self.path}: {e.strerror}") from None
+
+    def _remove_stale_temp_files(self):
+        # Left by a process killed mid-write; never read, so safe to drop.
+        for root, dirs, files in os.walk(self.path):
+            # Branch processes write under branches/ concurrently; not ours.
+            dirs[:] = [d for d in dirs if not (root == self.path and d == BRANCHES)]
+            for name in files:
+                if name.startswith(storage.TEMP_PREFIX):
+                    os.unlink(os.path.join(root, name))

@@ -1,0 +1,140 @@
+"""How every file of a run is written and read: whole or not at all, checksummed.
+
+A write goes to a temp file, is fsynced and renamed into place, then its
+SHA-256 is recorded in the directory's MANIFEST.json (written the same way).
+Reads check it: a truncated or altered file is reported by name and never
+used, and a file the manifest does not list (the process died before
+recording it) counts as not written. Directories without a manifest (made
+before lottery-tf 0.1 kept one) are read unchecked. Nothing is unpickled.
+Which file lives where is `run_dir.py`'s business, not this module's.
+"""
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from lottery_tf import errors, faults
+
+MANIFEST = "MANIFEST.json"
+TEMP_PREFIX = ".tmp-"
+
+
+class DamagedFileError(errors.LotteryError):
+    """A file whose bytes do not match its manifest checksum."""
+
+
+def _write_file(path, data):
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        faults.point("write")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_path(directory)
+
+
+def fsync_path(path):
+    """fsync a file or directory by path (a directory: its entries are durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _manifest_path(path):
+    return os.path.join(os.path.dirname(path) or ".", MANIFEST)
+
+
+def _read_manifest(manifest):
+    if not os.path.exists(manifest):
+        return None
+    try:
+        with open(manifest) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        raise DamagedFileError(f"{manifest} is damaged (not valid JSON); it cannot vouch for its files") from None
+
+
+def _atomic_write(path, data):
+    """Writes `data` to `path` whole or not at all, then records its checksum."""
+    try:
+        _write_file(path, data)
+        manifest = _manifest_path(path)
+        entries = _read_manifest(manifest) or {}
+        entries[os.path.basename(path)] = hashlib.sha256(data).hexdigest()
+        _write_file(manifest, (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode())
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
+
+
+def is_recorded(path):
+    """Whether `path` exists and its manifest lists it (or there is none)."""
+    if not os.path.exists(path):
+        return False
+    entries = _read_manifest(_manifest_path(path))
+    return entries is None or os.path.basename(path) in entries
+
+
+def _read_checked(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    entries = _read_manifest(_manifest_path(path))
+    if entries is not None:
+        expected = entries.get(os.path.basename(path))
+        if expected is None:
+            raise DamagedFileError(f"{path} is not in its directory's {MANIFEST}: it was never completely written")
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise DamagedFileError(
+                f"{path} is damaged (checksum mismatch: truncated or altered); it was not used. "
+                "Delete it (and its round) to have it recomputed"
+            )
+    return data
+
+
+def write_json(path, value):
+    _atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path):
+    try:
+        return json.loads(_read_checked(path))
+    except ValueError:
+        raise DamagedFileError(f"{path} is damaged (not valid JSON)") from None
+
+
+def write_arrays(path, arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    _atomic_write(path, buffer.getvalue())
+
+
+def read_arrays(path):
+    data = _read_checked(path)
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
+            return {name: f[name] for name in f.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise DamagedFileError(f"{path} is damaged ({e})") from None
+
+
+
+
+def write_text(path, text):
+    _atomic_write(path, text.encode())
+
+
+def read_text(path):
+    return _read_checked(path).decode()
