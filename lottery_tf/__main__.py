@@ -1,3 +1,3 @@
-from lottery_tf.cli.train import run
+from lottery_tf.cli import run
 
 run()

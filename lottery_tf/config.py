@@ -1,144 +1,217 @@
-"""A run's configuration: validated once, saved in the run directory.
+"""A run's configuration: one declaration per hyperparameter.
 
-Fields split in two: *hyperparameters*, which define the experiment and so
-the run directory (a directory made with other hyperparameters is refused),
-and *run options* (where the data is, how fast and where it runs, how many
-rounds to go to), which can change between invocations of the same run.
+Each field of `Config` is declared once, with its default and its metadata:
+the help text, whether it is a *hyperparameter* (part of the experiment's
+identity: the run-directory hash, and a run directory made with other values
+is refused) or a *run option* (where the data is, how fast and where it runs,
+how many rounds: may change between invocations), its value check, and where
+its allowed names come from (a registry). The command-line flags, their help,
+validation and the hash are all derived from these declarations, so adding a
+hyperparameter is adding one field:
+
+    my_rate: float = hyperparameter(0.0, "What it does.", check=at_least(0.0))
+
+A hyperparameter added after a release passes `since=` with that version:
+at its default it is left out of the hash and of the identity check, so every
+existing run directory (and its default name) stays valid.
 """
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
 
 from lottery_tf import errors
 
-OPTIMIZERS = ("adam", "sgd")
-PRUNING_SCOPES = ("layerwise", "global")
-DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
-GROUP_RATE_FIELDS = {"conv": "conv_rate", "fc": "fc_rate", "output": "output_rate"}
+HYPERPARAMETER = "hyperparameter"
+OPTION = "option"
 
-HYPERPARAMETERS = (
-    "model",
-    "dataset",
-    "validation_size",
-    "iterations",
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "learning_rate",
-    "momentum",
-    "weight_decay",
-    "warmup_iterations",
-    "lr_drops",
-    "lr_drop_factor",
-    "pruning_scope",
-    "conv_rate",
-    "fc_rate",
-    "output_rate",
-    "global_rate",
-    "global_exclude",
-    "one_shot_sparsity",
-    "rewind_iteration",
-    "seed",
-    "eval_every",
-)
+
+def _field(role, default, help, check=None, choices=None, flag_type=None, since=None,
+           aliases=(), flag_default=dataclasses.MISSING):
+    """A Config field with its flag metadata.
+
+    Args:
+      role: HYPERPARAMETER or OPTION.
+      default: the default value (also the flag's, unless `flag_default`).
+      help: the flag's help text; "{choices}" is replaced by the allowed names.
+      check: value -> None, or an error message (given the flag name and value).
+      choices: "module:REGISTRY" whose names are the allowed values.
+      flag_type: "list" for a comma-separated list flag stored as a string.
+      since: the version that added a hyperparameter (see the module docstring).
+      aliases: deprecated flag names that still set this field, with a notice.
+      flag_default: the flag's default when it differs from the field's (None:
+        resolved later, e.g. from the terminal).
+    """
+    return dataclasses.field(default=default, metadata={
+        "role": role, "help": help, "check": check, "choices": choices,
+        "flag_type": flag_type, "since": since, "aliases": tuple(aliases),
+        "flag_default": default if flag_default is dataclasses.MISSING else flag_default,
+    })
+
+
+def hyperparameter(default, help, **kwargs):
+    return _field(HYPERPARAMETER, default, help, **kwargs)
+
+
+def option(default, help, **kwargs):
+    return _field(OPTION, default, help, **kwargs)
+
+
+# --- value checks: each returns a message format (with {flag} and {value}) or None.
+
+def _finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def rate():
+    return lambda v: None if _finite(v) and 0.0 <= v < 1.0 else "--{flag}={value} is outside [0, 1)"
+
+
+def at_least(low, message="--{flag}={value} must be at least " + "{low}"):
+    def check(v):
+        return None if _finite(v) and v >= low else message.replace("{low}", f"{low}")
+    return check
+
+
+def positive(message="--{flag}={value} must be positive"):
+    return lambda v: None if _finite(v) and v > 0 else message
+
+
+def not_negative():
+    return lambda v: None if _finite(v) and v >= 0 else "--{flag}={value} must not be negative"
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything one lottery run needs; see `cli.py` for each flag's help."""
+    """Everything one lottery run needs. Flags: `lottery-tf --helpfull`."""
 
-    # Hyperparameters (part of the run's identity).
-    model: str = "lenet_300_100"
-    dataset: str = "mnist"
-    validation_size: int = 5000
-    iterations: int = 50000
-    epochs: int = 0
-    batch_size: int = 60
-    optimizer: str = "adam"
-    learning_rate: float = 1.2e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    warmup_iterations: int = 0
-    lr_drops: str = ""
-    lr_drop_factor: float = 0.1
-    pruning_scope: str = "layerwise"
-    conv_rate: float = 0.1
-    fc_rate: float = 0.2
-    output_rate: float = 0.1
-    global_rate: float = 0.2
-    global_exclude: str = "output"
-    one_shot_sparsity: float = 0.0
-    rewind_iteration: int = 0
-    seed: int = 0
-    eval_every: int = 500
-    # Run options.
-    rounds: int = 1
-    output_dir: str = ""
-    data_dir: str = ""
-    manual_dir: str = ""
-    distribution_strategy: str = "default"
-    jit_compile: bool = True
-    steps_per_execution: int = 50
-    deterministic: bool = True
-    verbose: int = 1
-    checkpoint_every: int = 5000
-    allow_changed_hyperparameters: bool = False
+    # --- Hyperparameters (part of the run's identity). ---
+    model: str = hyperparameter(
+        "lenet_300_100", "Model: {choices} (input shape and class count come from the dataset).",
+        choices="lottery_tf.nn.models:MODELS")
+    dataset: str = hyperparameter(
+        "mnist", "TFDS image-classification dataset (mnist, fashion_mnist, cifar10, ...).")
+    validation_size: int = hyperparameter(
+        5000, "Training examples held out for validation (early stopping).",
+        check=positive("--{flag}={value} must be positive (early stopping needs a validation set)"))
+    iterations: int = hyperparameter(
+        50000, "Training iterations per round (paper style); 0 to use --epochs.")
+    epochs: int = hyperparameter(0, "Training epochs per round, when --iterations=0.")
+    batch_size: int = hyperparameter(60, "Global batch size.", check=positive())
+    optimizer: str = hyperparameter("adam", "Optimizer: {choices}.",
+                                    choices="lottery_tf.train.optimizers:OPTIMIZERS")
+    learning_rate: float = hyperparameter(1.2e-3, "Learning rate.", check=positive())
+    momentum: float = hyperparameter(0.0, "Momentum, for --optimizer=sgd.", check=rate())
+    weight_decay: float = hyperparameter(
+        0.0, "Decoupled weight decay of the optimizer (0: none).", check=not_negative())
+    warmup_iterations: int = hyperparameter(
+        0, "Linear learning-rate warmup from 0 over this many iterations.", check=not_negative())
+    lr_drops: str = hyperparameter(
+        "", "Iterations at which the learning rate is multiplied by --lr_drop_factor.",
+        flag_type="list")
+    lr_drop_factor: float = hyperparameter(
+        0.1, "Learning-rate factor at each of --lr_drops.",
+        check=lambda v: None if _finite(v) and 0.0 < v <= 1.0 else "--{flag}={value} is outside (0, 1]")
+    pruning_scope: str = hyperparameter(
+        "layerwise", "Where pruning ranks scores: {choices} (layerwise: each layer loses its "
+        "group's rate; global: one threshold across layers at --global_rate).",
+        choices="lottery_tf.pruning.selection:SCOPES")
+    criterion: str = hyperparameter(
+        "magnitude", "Pruning criterion, what scores the weights: {choices}.",
+        choices="lottery_tf.pruning.criteria:CRITERIA", since="0.2")
+    conv_rate: float = hyperparameter(
+        0.1, "Fraction of surviving conv weights pruned per round.", check=rate())
+    fc_rate: float = hyperparameter(
+        0.2, "Fraction of surviving fully-connected weights pruned per round.", check=rate())
+    output_rate: float = hyperparameter(
+        0.1, "Fraction of surviving output-layer weights pruned per round.", check=rate())
+    global_rate: float = hyperparameter(
+        0.2, "Fraction of surviving weights pruned per round with --pruning_scope=global.",
+        check=rate())
+    global_exclude: str = hyperparameter(
+        "output", "Layer names or groups (conv, fc, output) that global pruning leaves alone.",
+        flag_type="list")
+    one_shot_sparsity: float = hyperparameter(
+        0.0, "If set, in (0, 1): prune to this overall sparsity in one step after the dense "
+        "round (2 rounds), with the IMP per-layer profile.",
+        check=lambda v: None if _finite(v) and 0.0 <= v < 1.0 else "--{flag}={value} is outside (0, 1)")
+    rewind_iteration: int = hyperparameter(
+        0, "Late resetting: rounds after the first restart from the weights after this many "
+        "iterations of round 0 instead of θ0 (0: θ0, the original).", check=not_negative())
+    seed: int = hyperparameter(0, "Seed of θ0 and of the data order.")
+    eval_every: int = hyperparameter(
+        500, "Evaluate validation and test sets every this many iterations.", check=positive())
+
+    # --- Run options. ---
+    rounds: int = option(
+        1, "Rounds of training; round 0 is dense, each later one prunes. Raising it on an "
+        "existing run extends the run.", check=at_least(1))
+    output_dir: str = option(
+        "", "Run directory; empty for runs/<model>_<dataset>_<hyperparameter hash>.")
+    data_dir: str = option("", "TFDS data dir; empty for TFDS's default or $TFDS_DATA_DIR.")
+    manual_dir: str = option(
+        "", "Directory with the dataset's original files, to prepare it offline.")
+    distribution_strategy: str = option(
+        "default", "tf.distribute strategy: {choices}.",
+        choices="lottery_tf.train.distribute:STRATEGIES", aliases=("strategy",))
+    jit_compile: bool = option(True, "Compile training steps with XLA.")
+    steps_per_execution: int = option(
+        50, "Training steps per compiled call (lowered to land on evaluations).",
+        check=at_least(1))
+    deterministic: bool = option(
+        True, "Enable TF op determinism: the same seed gives bitwise-identical runs.")
+    verbose: int = option(
+        1, "Keras progress: 0 silent, 1 progress bar, 2 one line per round; default 1 on a "
+        "terminal, else 2.", flag_default=None)
+    checkpoint_every: int = option(
+        5000, "Checkpoint the round every this many iterations (model, optimizer, masks, step, "
+        "learning curve), so a crash loses at most that much; 0: never.", check=not_negative())
+    allow_changed_hyperparameters: bool = option(
+        False, "Continue an existing run with other hyperparameters (e.g. after a divergence); "
+        "the change is recorded in RUN/hyperparameter_changes.json.")
+
+    # --- Checks -----------------------------------------------------------------------
 
     def validate(self):
-        """Raises `errors.LotteryError` naming the first bad field."""
-        _require(self.optimizer in OPTIMIZERS,
-                 f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        _require(self.distribution_strategy in DISTRIBUTION_STRATEGIES,
-                 f"unknown strategy {self.distribution_strategy!r}; known: "
-                 f"{', '.join(DISTRIBUTION_STRATEGIES)}")
-        _require(self.pruning_scope in PRUNING_SCOPES,
-                 f"unknown pruning scope {self.pruning_scope!r}; known: {', '.join(PRUNING_SCOPES)}")
-        for field in list(GROUP_RATE_FIELDS.values()) + ["global_rate"]:
-            rate = getattr(self, field)
-            _require(_finite(rate) and 0.0 <= rate < 1.0,
-                     f"--{field}={rate} is outside [0, 1)")
-        _require(self.rounds >= 1, f"--rounds={self.rounds} must be at least 1")
-        _require(self.batch_size > 0, f"--batch_size={self.batch_size} must be positive")
+        """Raises `errors.LotteryError` naming the first bad field; returns self.
+
+        Field checks first, in declaration order, then the checks that relate
+        fields to each other. Allowed names (models, optimizers, ...) are
+        checked by `check_choices`, which imports the registries.
+        """
+        for field in dataclasses.fields(self):
+            check = field.metadata.get("check")
+            message = check(getattr(self, field.name)) if check else None
+            if message:
+                raise errors.LotteryError(
+                    message.format(flag=field.name, value=getattr(self, field.name)))
         _require(self.iterations >= 0 and self.epochs >= 0
                  and (self.iterations > 0) != (self.epochs > 0),
                  f"give exactly one positive training length: --iterations="
                  f"{self.iterations}, --epochs={self.epochs}")
-        _require(self.eval_every > 0, f"--eval_every={self.eval_every} must be positive")
-        _require(self.validation_size > 0,
-                 f"--validation_size={self.validation_size} must be positive "
-                 "(early stopping needs a validation set)")
-        _require(_finite(self.learning_rate) and self.learning_rate > 0,
-                 f"--learning_rate={self.learning_rate} must be positive")
-        _require(_finite(self.momentum) and 0.0 <= self.momentum < 1.0,
-                 f"--momentum={self.momentum} is outside [0, 1)")
-        _require(_finite(self.weight_decay) and self.weight_decay >= 0.0,
-                 f"--weight_decay={self.weight_decay} must not be negative")
-        _require(self.warmup_iterations >= 0,
-                 f"--warmup_iterations={self.warmup_iterations} must not be negative")
-        _require(_finite(self.lr_drop_factor) and 0.0 < self.lr_drop_factor <= 1.0,
-                 f"--lr_drop_factor={self.lr_drop_factor} is outside (0, 1]")
         self.lr_drop_iterations()
-        _require(self.rewind_iteration >= 0,
-                 f"--rewind_iteration={self.rewind_iteration} must not be negative")
         _require(self.iterations == 0 or self.rewind_iteration < self.iterations,
                  f"--rewind_iteration={self.rewind_iteration} must be below "
                  f"--iterations={self.iterations}")
-        _require(_finite(self.one_shot_sparsity) and 0.0 <= self.one_shot_sparsity < 1.0,
-                 f"--one_shot_sparsity={self.one_shot_sparsity} is outside (0, 1)")
         _require(not (self.one_shot_sparsity and self.rounds != 2),
                  "--one_shot_sparsity runs exactly 2 rounds (dense, then pruned); "
                  f"got --rounds={self.rounds}")
-        _require(self.checkpoint_every >= 0,
-                 f"--checkpoint_every={self.checkpoint_every} must not be negative")
-        _require(self.steps_per_execution >= 1,
-                 f"--steps_per_execution={self.steps_per_execution} must be at least 1")
         return self
+
+    def check_choices(self):
+        """Every name-valued field names a registered entry (imports the registries)."""
+        for field in dataclasses.fields(self):
+            if field.metadata.get("choices"):
+                registry_of(field).get(getattr(self, field.name))
+        return self
+
+    # --- Derived values ---------------------------------------------------------------
 
     def rates(self):
         """Pruning group -> rate."""
-        return {group: getattr(self, f) for group, f in GROUP_RATE_FIELDS.items()}
+        return {"conv": self.conv_rate, "fc": self.fc_rate, "output": self.output_rate}
 
     def lr_drop_iterations(self):
         """--lr_drops as a sorted tuple of positive iterations."""
@@ -155,7 +228,16 @@ class Config:
         return tuple(x.strip() for x in self.global_exclude.split(",") if x.strip())
 
     def hyperparameters(self):
-        return {name: getattr(self, name) for name in HYPERPARAMETERS}
+        """The values that define the experiment (see the module docstring)."""
+        values = {}
+        for field in dataclasses.fields(self):
+            if field.metadata["role"] != HYPERPARAMETER:
+                continue
+            value = getattr(self, field.name)
+            if field.metadata["since"] and value == field.default:
+                continue
+            values[field.name] = value
+        return values
 
     def hyperparameter_hash(self):
         text = json.dumps(self.hyperparameters(), sort_keys=True)
@@ -180,8 +262,10 @@ class Config:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def _finite(x):
-    return isinstance(x, (int, float)) and math.isfinite(x)
+def registry_of(field):
+    """The registry a `choices` field names ("module:ATTRIBUTE")."""
+    module, _, attribute = field.metadata["choices"].partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def _require(condition, message):

@@ -1,4 +1,4 @@
-"""A named registry, shared by the model and pruning-strategy registries."""
+"""A named registry: models, criteria, selections, branches, optimizers, strategies."""
 
 from lottery_tf import errors
 
@@ -21,8 +21,15 @@ class Registry:
 
         return add
 
+    def unregister(self, name):
+        """Removes `name` (e.g. a plug-in registered for one experiment)."""
+        self._entries.pop(name, None)
+
     def names(self):
         return sorted(self._entries)
+
+    def in_registration_order(self):
+        return list(self._entries)
 
     def get(self, name):
         if name not in self._entries:

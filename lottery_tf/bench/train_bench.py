@@ -1,4 +1,4 @@
-"""Benchmarks, measured side by side in one process: `python -m lottery_tf.benchmarks`.
+"""Benchmarks, measured side by side in one process: `python -m lottery_tf.bench.train_bench`.
 
 Variants are timed in interleaved repeats (A, B, A, B, ...) so that a noisy
 machine slows all of them alike; each figure is the median over the repeats
@@ -24,17 +24,12 @@ import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import app, flags  # noqa: E402
+from lottery_tf import errors
+from lottery_tf.cli import app
 
 PARTS = ("train_step", "masking", "pipeline", "rounds")
-flags.DEFINE_list("parts", list(PARTS), f"Benchmarks to run: {', '.join(PARTS)}.")
-flags.DEFINE_integer("repeats", 5, "Timed repeats of each variant.")
-flags.DEFINE_integer("steps", 2000, "Training steps per timed repeat.")
-flags.DEFINE_integer("bench_round_iterations", 1000, "Iterations per round in the rounds part.")
-flags.DEFINE_string("bench_data_dir", "", "TFDS data dir with MNIST; empty for TFDS's default.")
-FLAGS = flags.FLAGS
 
 
 def _plain(name, seed=0):
@@ -61,9 +56,10 @@ def _plain(name, seed=0):
 def _compiled(name, masked, jit_compile=True, steps_per_execution=50):
     from lottery_tf.nn import models
     from lottery_tf.train import fit as training
+    from lottery_tf.train import optimizers
 
     model = models.build(name, (28, 28, 1), 10, 0) if masked else _plain(name)
-    training.compile_model(model, training.make_optimizer("adam", 1.2e-3), jit_compile, steps_per_execution)
+    training.compile_model(model, optimizers.make_optimizer("adam", 1.2e-3), jit_compile, steps_per_execution)
     return model
 
 
@@ -167,23 +163,43 @@ def rounds(dataset, iterations):
                   "RSS after round 10 / after round 1 (target <= 1.05)": rss[10] / rss[1]}
 
 
-def main(argv):
-    del argv
-    unknown = [p for p in FLAGS.parts if p not in PARTS]
+class TrainBenchmarkCommand(app.Command):
+    name = "train_benchmark"
+    summary = "Training-speed benchmarks, variants side by side in one process."
+
+    def program(self):
+        return "python -m lottery_tf.bench.train_bench"
+
+    def define_flags(self, fv):
+        flags.DEFINE_list("parts", list(PARTS), f"Benchmarks to run: {', '.join(PARTS)}.",
+                          flag_values=fv)
+        flags.DEFINE_integer("repeats", 5, "Timed repeats of each variant.", flag_values=fv)
+        flags.DEFINE_integer("steps", 2000, "Training steps per timed repeat.", flag_values=fv)
+        flags.DEFINE_integer("bench_round_iterations", 1000,
+                             "Iterations per round in the rounds part.", flag_values=fv)
+        flags.DEFINE_string("bench_data_dir", "",
+                            "TFDS data dir with MNIST; empty for TFDS's default.", flag_values=fv)
+
+    def run(self, fv):
+        benchmark(fv)
+
+
+def benchmark(fv):
+    unknown = [p for p in fv.parts if p not in PARTS]
     if unknown:
-        raise app.UsageError(f"unknown benchmark part {unknown[0]!r}; known: {', '.join(PARTS)}")
+        raise errors.LotteryError(f"unknown benchmark part {unknown[0]!r}; known: {', '.join(PARTS)}")
     from lottery_tf.train import data
 
-    dataset = data.load("mnist", data_dir=FLAGS.bench_data_dir or None)
+    dataset = data.load("mnist", data_dir=fv.bench_data_dir or None)
     all_rows, all_ratios = [], {}
-    for part in FLAGS.parts:
+    for part in fv.parts:
         if part == "rounds":
-            rows, ratios = rounds(dataset, FLAGS.bench_round_iterations)
+            rows, ratios = rounds(dataset, fv.bench_round_iterations)
         else:
-            rows, ratios = globals()[part](dataset, FLAGS.repeats, FLAGS.steps)
+            rows, ratios = globals()[part](dataset, fv.repeats, fv.steps)
         all_rows += rows
         all_ratios.update(ratios)
-    print(f"\n{FLAGS.repeats} repeats x {FLAGS.steps} steps (Conv-2: steps / 10); median (min-max)")
+    print(f"\n{fv.repeats} repeats x {fv.steps} steps (Conv-2: steps / 10); median (min-max)")
     print("| measurement | median | min | max | unit |")
     print("| --- | ---: | ---: | ---: | --- |")
     for name, median, low, high, unit in all_rows:
@@ -193,4 +209,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.main(TrainBenchmarkCommand())

@@ -59,6 +59,10 @@ class Command:
 
     def refused_flag(self, name):
         """A one-line reason when `--name` is unknown here but known elsewhere."""
+        from lottery_tf.cli.train import TRAINING_FLAGS
+
+        if self.name and name in TRAINING_FLAGS:
+            return f"--{name} is a training flag; `{self.program()}` does not take it"
         return None
 
     def run(self, fv):

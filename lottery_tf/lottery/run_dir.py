@@ -3,7 +3,7 @@
 Every path of a run is built here; other modules ask a `RunDir`, a
 `BranchDir` or an `EntryDir` for it. The whole layout:
 
-    RUN/
+    RUN/                          (with --trials: RUN/trial_T/, each laid out like RUN/)
       config.json                 the full configuration of the run
       dataset.json                dataset name, input shape, class count, sizes
       theta0.npz                  θ0: every model weight at initialization
@@ -130,6 +130,10 @@ class _LockedDir:
     def tensorboard_dir(self):
         return os.path.join(self.path, "tensorboard")
 
+    def tensorboard_path(self, name):
+        """A TensorBoard log directory: `rounds`, or one learning curve's entry name."""
+        return os.path.join(self.tensorboard_dir, name)
+
     @property
     def theta0_path(self):
         return os.path.join(self.path, "theta0.npz")
@@ -228,6 +232,20 @@ class RunDir(_LockedDir):
 
     def is_run(self):
         return os.path.exists(self.config_path)
+
+    # --- trials ---------------------------------------------------------------
+
+    def trial(self, t):
+        """Trial t of a multi-trial run: RUN/trial_t, a run directory of its own."""
+        return RunDir(os.path.join(self.path, f"trial_{t}"))
+
+    def trials(self):
+        """The trial run directories under this one, by trial number."""
+        if not os.path.isdir(self.path):
+            return []
+        found = [int(name[6:]) for name in os.listdir(self.path)
+                 if name.startswith("trial_") and name[6:].isdigit()]
+        return [self.trial(t) for t in sorted(found) if self.trial(t).is_run()]
 
     # --- rounds ---------------------------------------------------------------
 
@@ -345,20 +363,24 @@ class RunDir(_LockedDir):
 
     def _check_same_hyperparameters(self, config):
         try:
-            saved = type(config).from_dict(read_json(self.config_path)).hyperparameters()
+            saved_config = type(config).from_dict(read_json(self.config_path))
         except (OSError, ValueError, TypeError) as e:
             raise errors.LotteryError(f"cannot read {self.config_path}: {e}") from None
-        wanted = config.hyperparameters()
+        saved, wanted = saved_config.hyperparameters(), config.hyperparameters()
         differing = [k for k in list(wanted) + [k for k in saved if k not in wanted]
                      if saved.get(k) != wanted.get(k)]
+        # A hyperparameter at its default may be left out of the identity (see
+        # config.py): show its value, not its absence.
+        before = {k: getattr(saved_config, k) for k in differing}
+        after = {k: getattr(config, k) for k in differing}
         if differing and not config.allow_changed_hyperparameters:
-            details = ", ".join(f"{k}={saved.get(k)!r} (now {wanted.get(k)!r})" for k in differing)
+            details = ", ".join(f"{k}={before[k]!r} (now {after[k]!r})" for k in differing)
             raise errors.LotteryError(
                 f"run directory {self.path} was made with other hyperparameters: "
                 f"{details}; use another --output_dir (or --allow_changed_hyperparameters "
                 "to continue it with these, recorded in hyperparameter_changes.json)"
             )
-        return {k: [saved.get(k), wanted.get(k)] for k in differing}
+        return {k: [before[k], after[k]] for k in differing}
 
     def create(self, config, dataset_info):
         """Takes the run's lock, then saves the configuration and dataset facts.

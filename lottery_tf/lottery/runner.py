@@ -17,18 +17,18 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from lottery_tf.train import data as data_lib
 from lottery_tf import errors
-from lottery_tf.train import distribute
+from lottery_tf.lottery import tensorboard
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.lottery.storage import is_recorded, read_arrays, read_json, write_arrays, write_json
 from lottery_tf.nn import models
-from lottery_tf.pruning import selection as pruning
-from lottery_tf.pruning import schedule
-from lottery_tf.lottery import tensorboard as summaries
-from lottery_tf.train import fit as training
-from lottery_tf.train import callbacks as callbacks_lib
-from lottery_tf.train.callbacks import LotteryCallback, WeightSnapshot, model_weights
 from lottery_tf.nn.layers import masked_layers
-from lottery_tf.lottery.run_dir import RunDir, is_recorded, read_arrays, read_json, write_arrays, write_json
+from lottery_tf.pruning import Pruner, schedule
+from lottery_tf.train import callbacks as callbacks_lib
+from lottery_tf.train import data as data_lib
+from lottery_tf.train import distribute, optimizers
+from lottery_tf.train import fit as training
+from lottery_tf.train.callbacks import LotteryCallback, WeightSnapshot, model_weights
 
 
 def round_seed(seed, r):
@@ -70,10 +70,9 @@ class Experiment:
         return {key: v.numpy() for key, v in model_weights(self.model).items()}
 
     def pruner(self, one_shot_target=None):
-        """(kernels, masks) -> masks for one IMP round, or one-shot to a target."""
+        """The `Pruner` of one IMP round, or of one-shot pruning to a target."""
         fractions = schedule.fractions_for(self.config, self.groups, self.sizes, one_shot_target)
-        strategy_fn = pruning.STRATEGIES.get(self.config.pruning_scope)
-        return lambda kernels, masks: strategy_fn(kernels, masks, fractions)
+        return Pruner(self.config.criterion, self.config.pruning_scope, fractions)
 
 
 @dataclasses.dataclass
@@ -86,9 +85,7 @@ class RoundResult:
 
 def check(config):
     """Every check that needs no data: raises `errors.LotteryError`."""
-    config.validate()
-    models.MODELS.get(config.model)
-    pruning.STRATEGIES.get(config.pruning_scope)
+    config.validate().check_choices()
 
 
 def setup(config, dataset=None, model_seed=None):
@@ -130,7 +127,7 @@ def setup(config, dataset=None, model_seed=None):
     with strategy.scope():
         model = models.build(config.model, dataset.input_shape, dataset.num_classes, seed)
         jit_compile = config.jit_compile and training.jit_supported(strategy, model, config.deterministic)
-        optimizer = training.make_optimizer(
+        optimizer = optimizers.make_optimizer(
             config.optimizer, config.learning_rate, config.momentum, config.weight_decay,
             config.warmup_iterations, config.lr_drop_iterations(), config.lr_drop_factor,
         )
@@ -138,12 +135,12 @@ def setup(config, dataset=None, model_seed=None):
     return Experiment(config, dataset, model, iterations)
 
 
-def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, checkpoint_dir=None):
+def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, entry=None):
     """Trains one round from `start_weights` under `masks`.
 
-    With `checkpoint_dir` (and --checkpoint_every), the round is checkpointed
-    as it trains and, if that directory holds a checkpoint, continues from
-    the newest one instead of starting over.
+    With `entry` (an `EntryDir`, and --checkpoint_every), the round is
+    checkpointed as it trains and, if the entry holds a checkpoint, continues
+    from the newest one instead of starting over.
 
     Returns a `RoundResult`: metrics (sparsity, early stopping, final
     accuracy, learning curve, wall time), the trained weights, the masks
@@ -151,11 +148,13 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, che
     iterations when asked for (the rewind point).
     """
     config = experiment.config
-    every = config.checkpoint_every if checkpoint_dir else 0
+    every = config.checkpoint_every if entry is not None else 0
     start_step, curve, snapshot_weights = 0, [], None
     if every:
-        start_step, curve, snapshot_weights = _resume_point(experiment.model, checkpoint_dir)
-    callback = LotteryCallback(None if start_step else start_weights, masks, prune)
+        start_step, curve, snapshot_weights = _resume_point(experiment.model, entry)
+    train_data = experiment.dataset.train(config.batch_size, seed=seed)
+    callback = LotteryCallback(start_weights, masks, prune, restore=not start_step,
+                               batch=lambda: next(iter(train_data)))
     callbacks = [callback]
     snapshot = WeightSnapshot(snapshot_at, start_step, snapshot_weights) if snapshot_at else None
     if snapshot:
@@ -163,9 +162,8 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, che
     late = []
     if every:
         late.append(callbacks_lib.RoundCheckpoint(
-            checkpoint_dir, every, lambda step: _save_state(checkpoint_dir, step, curve, snapshot),
+            entry.checkpoint_dir, every, lambda step: _save_state(entry, step, curve, snapshot),
             experiment.iterations, start_step))
-    train_data = experiment.dataset.train(config.batch_size, seed=seed)
     if start_step:
         train_data = train_data.skip(start_step)
     curve, wall = training.train_round(
@@ -194,27 +192,22 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, che
     )
 
 
-def _state_path(directory, step):
-    return os.path.join(directory, f"state-{step}.json")
-
-
-def _save_state(directory, step, curve, snapshot):
+def _save_state(entry, step, curve, snapshot):
     """What a mid-round checkpoint needs beside Keras's variables."""
-    snapshot_path = os.path.join(directory, "snapshot.npz")
-    if snapshot is not None and snapshot.weights is not None and not is_recorded(snapshot_path):
-        write_arrays(snapshot_path, snapshot.weights)
-    write_json(_state_path(directory, step), {"step": step, "curve": curve})
+    if snapshot is not None and snapshot.weights is not None and not is_recorded(entry.checkpoint_snapshot_path):
+        write_arrays(entry.checkpoint_snapshot_path, snapshot.weights)
+    write_json(entry.checkpoint_state_path(step), {"step": step, "curve": curve})
 
 
-def _resume_point(model, directory):
+def _resume_point(model, entry):
     """(step, curve, rewind snapshot) of the newest usable checkpoint, or a fresh start."""
-    step = callbacks_lib.latest_checkpoint_step(directory)
-    if not step or not is_recorded(_state_path(directory, step)):
+    step = callbacks_lib.latest_checkpoint_step(entry.checkpoint_dir)
+    if not step or not is_recorded(entry.checkpoint_state_path(step)):
         return 0, [], None
-    state = read_json(_state_path(directory, step))
-    snapshot_path = os.path.join(directory, "snapshot.npz")
+    state = read_json(entry.checkpoint_state_path(step))
+    snapshot_path = entry.checkpoint_snapshot_path
     snapshot = read_arrays(snapshot_path) if is_recorded(snapshot_path) else None
-    callbacks_lib.restore_checkpoint(model, directory, step)
+    callbacks_lib.restore_checkpoint(model, entry.checkpoint_dir, step)
     return step, state["curve"], snapshot
 
 
@@ -266,7 +259,7 @@ def _rounds(experiment, run_dir, progress):
                     "hyperparameters (e.g. --learning_rate) and rerun with "
                     "--allow_changed_hyperparameters"
                 ) from None
-            summaries.write_round(run_dir.path, metrics)
+            tensorboard.write_round(run_dir, metrics)
         results.append(metrics)
         run_dir.write_summary([summary_row(m) for m in results])
         progress(format_round(metrics, config.rounds) + (" [saved]" if saved else ""))
@@ -302,26 +295,34 @@ def _main_round(experiment, run_dir, r, theta0):
     config = experiment.config
     if r == 0:
         masks = dense_masks(experiment)
-        os.makedirs(run_dir.round_dir(0), exist_ok=True)
-        write_arrays(run_dir.mask_path(0), masks)
+        run_dir.round(0).write_masks(masks)
     else:
         masks = run_dir.load_masks(r)
-    if config.one_shot_sparsity:
-        prune = experiment.pruner(config.one_shot_sparsity) if r == 0 else None
-    else:
-        prune = experiment.pruner()
-    rewinding = config.rewind_iteration > 0
-    start = read_arrays(run_dir.rewind_path) if rewinding and r > 0 else theta0
     result = train(
-        experiment, masks, start, round_seed(config.seed, r), prune,
-        snapshot_at=config.rewind_iteration if rewinding and r == 0 else 0,
-        checkpoint_dir=run_dir.checkpoint_dir(r),
+        experiment, masks, _start_point(experiment, run_dir, r, theta0), round_seed(config.seed, r),
+        _round_pruner(experiment, r),
+        snapshot_at=config.rewind_iteration if r == 0 else 0,
+        entry=run_dir.round(r),
     )
     metrics = {"round": r, **result.metrics}
     if result.snapshot is not None:
         write_arrays(run_dir.rewind_path, result.snapshot)
     run_dir.save_round(r, result.weights, metrics, next_masks=result.next_masks)
     return metrics
+
+
+def _start_point(experiment, run_dir, r, theta0):
+    """Where round r starts: θ0, or (late resetting) the rewind point after round 0."""
+    if r > 0 and experiment.config.rewind_iteration:
+        return read_arrays(run_dir.rewind_path)
+    return theta0
+
+
+def _round_pruner(experiment, r):
+    """What prunes at the end of round r: IMP every round, or one-shot once."""
+    if experiment.config.one_shot_sparsity:
+        return experiment.pruner(experiment.config.one_shot_sparsity) if r == 0 else None
+    return experiment.pruner()
 
 
 def remaining(masks):

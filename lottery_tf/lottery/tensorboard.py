@@ -5,24 +5,21 @@ early stop and at the end, early-stop iteration). `DIR/tensorboard/round_NNN`:
 the round's learning curve, one step per evaluated iteration.
 """
 
-import os
-
 import tensorflow as tf
 
 
-def write_round(path, metrics, step=None, name=None):
-    """Logs one completed round (or branch entry) under `path/tensorboard`.
+def write_round(directory, metrics, step=None, name=None):
+    """Logs one completed round (or branch entry) under the directory's tensorboard/.
 
     Args:
-      path: the run (or branch) directory.
+      directory: the `RunDir` (or `BranchDir`).
       metrics: the round's metrics dict.
       step: the step of the per-round scalars; `metrics["round"]` by default.
       name: the learning curve's subdirectory; `round_NNN` by default.
     """
     step = metrics["round"] if step is None else step
     name = name or f"round_{step:03d}"
-    root = os.path.join(path, "tensorboard")
-    writer = tf.summary.create_file_writer(os.path.join(root, "rounds"))
+    writer = tf.summary.create_file_writer(directory.tensorboard_path("rounds"))
     with writer.as_default():
         tf.summary.scalar("sparsity/remaining_pct", metrics["remaining_pct"], step=step)
         for layer, pct in metrics["remaining_pct_by_layer"].items():
@@ -31,7 +28,7 @@ def write_round(path, metrics, step=None, name=None):
                     "early_stop_val_loss", "early_stop_iteration"):
             tf.summary.scalar(f"round/{key}", metrics[key], step=step)
     writer.close()
-    writer = tf.summary.create_file_writer(os.path.join(root, name))
+    writer = tf.summary.create_file_writer(directory.tensorboard_path(name))
     with writer.as_default():
         for point in metrics["curve"]:
             for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy"):

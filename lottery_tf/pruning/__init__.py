@@ -1,0 +1,34 @@
+"""Pruning = criterion x selection, in amounts set by a schedule.
+
+  criteria/    what scores each weight (magnitude, ...): one file per criterion
+  selection.py which weights the scores remove (layerwise, global)
+  schedule.py  how much each layer loses per round (IMP rates, one-shot targets)
+
+`Pruner` ties the three together for one pruning step.
+"""
+
+from lottery_tf.pruning import criteria, selection
+from lottery_tf.pruning.criteria.base import PruningContext  # noqa: F401
+
+
+class Pruner:
+    """One pruning step: scores from `criterion`, masks from `scope`.
+
+    Args:
+      criterion: a registered criterion name.
+      scope: a registered selection name (`layerwise`, `global`).
+      fractions: masked layer name -> fraction of its survivors to remove.
+    """
+
+    def __init__(self, criterion, scope, fractions):
+        self.criterion = criteria.get(criterion)
+        self._select = selection.SCOPES.get(scope)
+        self.fractions = dict(fractions)
+
+    @property
+    def reads(self):
+        return self.criterion.reads
+
+    def __call__(self, context):
+        """The new masks for `context` (a `PruningContext`)."""
+        return self._select(self.criterion.scores(context), context.masks, self.fractions)

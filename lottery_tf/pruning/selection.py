@@ -1,17 +1,18 @@
-"""Pruning strategies: given trained weights and current masks, new masks.
+"""Selection: scores and current masks in, new masks out (the mechanism).
 
-Mechanism only. How much each layer loses in a round (the schedule: IMP rates
-per group, one-shot targets) is decided in `schedule.py` and handed in as
-`fractions`: the fraction of each layer's *surviving* weights to remove.
-Strategies are pure numpy functions of their inputs, so the same inputs give
-the same masks in any process, which is what makes resuming exact.
+How much each layer loses in a round (the schedule: IMP rates per group,
+one-shot targets) is decided in `schedule.py` and handed in as `fractions`:
+the fraction of each layer's *surviving* weights to remove. What the scores
+are is the criterion's business (`criteria/`). Selections are pure numpy
+functions of their inputs, so the same inputs give the same masks in any
+process, which is what makes resuming exact.
 """
 
 import numpy as np
 
 from lottery_tf.registry import Registry
 
-STRATEGIES = Registry("pruning strategy")
+SCOPES = Registry("pruning scope")
 
 
 def count_to_prune(fraction, alive):
@@ -19,41 +20,41 @@ def count_to_prune(fraction, alive):
     return int(np.floor(fraction * alive + 0.5))
 
 
-def magnitude_prune(weights, mask, fraction):
-    """Removes the smallest-magnitude `fraction` of the weights alive in `mask`.
+def prune_lowest(scores, mask, fraction):
+    """Removes the lowest-scoring `fraction` of the weights alive in `mask`.
 
-    Ties in magnitude are broken by flat (C-order) index: the lower index is
+    Ties in score are broken by flat (C-order) index: the lower index is
     pruned first, so the result never depends on the sort implementation.
     Returns a new float mask of the same shape and dtype as `mask`.
     """
-    if weights.shape != mask.shape:
-        raise ValueError(f"weights {weights.shape} and mask {mask.shape} differ")
+    if scores.shape != mask.shape:
+        raise ValueError(f"scores {scores.shape} and mask {mask.shape} differ")
     flat_mask = mask.reshape(-1)
     alive = np.flatnonzero(flat_mask)
     k = count_to_prune(fraction, alive.size)
     new_mask = flat_mask.copy()
     if k:
-        magnitudes = np.abs(weights.reshape(-1)[alive])
-        new_mask[alive[np.argsort(magnitudes, kind="stable")[:k]]] = 0
+        alive_scores = scores.reshape(-1)[alive]
+        new_mask[alive[np.argsort(alive_scores, kind="stable")[:k]]] = 0
     return new_mask.reshape(mask.shape)
 
 
-@STRATEGIES.register("layerwise")
-def layerwise_magnitude(weights, masks, fractions):
+@SCOPES.register("layerwise")
+def layerwise(scores, masks, fractions):
     """Each layer loses `fractions[name]` of its surviving weights (paper)."""
     return {
-        name: magnitude_prune(weights[name], masks[name], fractions[name])
+        name: prune_lowest(scores[name], masks[name], fractions[name])
         for name in masks
     }
 
 
-@STRATEGIES.register("global")
-def global_magnitude(weights, masks, fractions):
-    """One magnitude threshold across every layer with a nonzero fraction.
+@SCOPES.register("global")
+def global_(scores, masks, fractions):
+    """One score threshold across every layer with a nonzero fraction.
 
     The layers pruned together must share one fraction (the global rate);
     layers with fraction 0 are left alone. Survivors of all included layers
-    are ranked together by magnitude; ties go by layer order (as in `masks`)
+    are ranked together by score; ties go by layer order (as in `masks`)
     and then by flat index.
     """
     included = [name for name in masks if fractions[name] > 0]
@@ -64,14 +65,14 @@ def global_magnitude(weights, masks, fractions):
     if not included:
         return new_masks
     alive = [np.flatnonzero(masks[name].reshape(-1)) for name in included]
-    magnitudes = np.concatenate(
-        [np.abs(weights[name].reshape(-1)[idx]) for name, idx in zip(included, alive)]
+    ranked = np.concatenate(
+        [scores[name].reshape(-1)[idx] for name, idx in zip(included, alive)]
     )
     owner = np.concatenate([np.full(idx.size, i) for i, idx in enumerate(alive)])
     position = np.concatenate(alive)
-    k = count_to_prune(rates.pop(), magnitudes.size)
+    k = count_to_prune(rates.pop(), ranked.size)
     # Stable sort over (layer order, flat index) order breaks ties as documented.
-    chosen = np.argsort(magnitudes, kind="stable")[:k]
+    chosen = np.argsort(ranked, kind="stable")[:k]
     for i, name in enumerate(included):
         new_masks[name].reshape(-1)[position[chosen[owner[chosen] == i]]] = 0
     return new_masks

@@ -1,0 +1,73 @@
+"""`lottery-tf report`: tables and figures from one or more run directories.
+
+    lottery-tf report --runs=runs/lenet/trial_0,runs/lenet/trial_1 --report_dir=docs/results
+
+`--runs` takes run directories (one per trial) or parents holding `trial_*`
+run directories. Each run contributes its main IMP line and its branches
+(every registered branch kind is a series); levels are matched across trials
+by round (or one-shot target), and every figure is the mean over trials
+with min/max bars. Every file is read through the run directory, so a
+damaged one is named and never used. Writes, under `--report_dir`:
+
+  results.csv                 one row per (series, level): mean/min/max
+  results.md                  the same as a Markdown table
+  accuracy_vs_remaining.png   test accuracy at early stop and at the end vs
+                              % weights remaining (log axis), all series
+  early_stop_vs_remaining.png early-stopping iteration vs % remaining
+  layer_remaining.png         % remaining per layer vs round (IMP)
+  curves.png                  test accuracy vs iteration, chosen rounds
+"""
+
+import os
+
+from lottery_tf import errors
+from lottery_tf.lottery.branches import BRANCHES
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.report.figures import plot
+from lottery_tf.report.tables import METRICS, aggregate, stats, write_tables  # noqa: F401
+
+
+def find_runs(paths):
+    """Run directories named in `paths`, expanding parents of trial_* dirs."""
+    runs = []
+    for path in paths:
+        if RunDir(path).is_run():
+            runs.append(path)
+            continue
+        trials = [trial.path for trial in RunDir(path).trials()]
+        if not trials:
+            raise errors.LotteryError(f"--runs {path} holds no lottery-tf run")
+        runs.extend(trials)
+    if not runs:
+        raise errors.LotteryError("--runs names no run directory")
+    return runs
+
+
+def load_run(path):
+    """{series: {level: metrics}} of one run (complete entries only)."""
+    run = RunDir(path)
+    series = {"imp": {r: run.read_metrics(r) for r in run.complete_rounds()}}
+    for branch in run.branches():
+        kind = branch.read_info()["kind"]
+        if kind not in BRANCHES.names():
+            continue  # A branch kind this installation does not know: not a series here.
+        level_key = BRANCHES.get(kind).level_key
+        for entry in branch.complete_entries():
+            metrics = entry.read_metrics()
+            series.setdefault(kind, {})[metrics[level_key]] = metrics
+    return series
+
+
+def make_report(paths, report_dir, curve_rounds=(), title=""):
+    """Reads the runs in `paths`; writes tables and figures; returns the rows."""
+    run_paths = find_runs(paths)
+    runs = [load_run(p) for p in run_paths]
+    if not any(run["imp"] for run in runs):
+        raise errors.LotteryError("no completed round in " + ", ".join(run_paths))
+    config = RunDir(run_paths[0]).read_config()
+    title = title or f"{config['model']} / {config['dataset']}"
+    rows = aggregate(runs)
+    os.makedirs(report_dir, exist_ok=True)
+    write_tables(rows, report_dir)
+    plot(rows, runs, report_dir, title, list(curve_rounds))
+    return rows

@@ -8,6 +8,7 @@ import tf_keras as keras
 
 from lottery_tf import faults
 from lottery_tf.nn.layers import masked_layers
+from lottery_tf.pruning import PruningContext
 
 
 def weight_key(variable):
@@ -28,23 +29,28 @@ class LotteryCallback(keras.callbacks.Callback):
     (θ0, or the rewind point; kernels times the mask) and zeroes the optimizer
     state, iteration count included, so each round trains exactly like a
     fresh network of that sparsity. On train end: asks `prune` for the next
-    round's masks from the trained kernels, and leaves them in `next_masks`
-    (None when `prune` is None). All assignments are device-side; nothing
-    here retraces the model's compiled functions.
+    round's masks from a `PruningContext` (masks, trained and start kernels,
+    the model), and leaves them in `next_masks` (None when `prune` is None).
+    All assignments are device-side; nothing here retraces the model's
+    compiled functions.
 
     Args:
-      start_weights: weight key -> value, for every entry of `model_weights`;
-        None for a round resumed from a mid-round checkpoint (weights and
-        optimizer state come from the checkpoint).
+      start_weights: weight key -> value, for every entry of `model_weights`.
       masks: masked layer name -> mask for this round.
-      prune: callable (kernels, masks) -> masks, or None for no pruning.
+      prune: callable `PruningContext` -> masks, or None for no pruning.
+      restore: False for a round resumed from a mid-round checkpoint (weights
+        and optimizer state come from the checkpoint).
+      batch: None, or a callable returning one training batch, for criteria
+        that read data.
     """
 
-    def __init__(self, start_weights, masks, prune=None):
+    def __init__(self, start_weights, masks, prune=None, restore=True, batch=None):
         super().__init__()
-        self._theta0 = start_weights
+        self._start = start_weights
         self._masks = masks
         self._prune = prune
+        self._restore = restore
+        self._batch = batch
         self.next_masks = None
 
     def on_train_begin(self, logs=None):
@@ -53,10 +59,10 @@ class LotteryCallback(keras.callbacks.Callback):
         for name, layer in layers.items():
             layer.mask.assign(tf.constant(self._masks[name], dtype=layer.mask.dtype))
             masked_kernels[weight_key(layer.kernel)] = layer.mask
-        if self._theta0 is None:
+        if not self._restore:
             return
         for key, variable in model_weights(self.model).items():
-            value = tf.constant(self._theta0[key], dtype=variable.dtype)
+            value = tf.constant(self._start[key], dtype=variable.dtype)
             if key in masked_kernels:
                 value = value * masked_kernels[key]
             variable.assign(value)
@@ -67,8 +73,14 @@ class LotteryCallback(keras.callbacks.Callback):
         if self._prune is None:
             return
         layers = masked_layers(self.model)
-        kernels = {layer.name: layer.kernel.numpy() for layer in layers}
-        self.next_masks = self._prune(kernels, self._masks)
+        self.next_masks = self._prune(PruningContext(
+            masks=self._masks,
+            trained={layer.name: layer.kernel.numpy() for layer in layers},
+            init={layer.name: self._start[weight_key(layer.kernel)] for layer in layers},
+            model=self.model,
+            batch=self._batch,
+            loss=self.model.loss,
+        ))
         faults.point("after_prune")
 
 

@@ -1,0 +1,80 @@
+"""Controls, as branches of an IMP run (open_lth's "branches").
+
+Each control is one file here, a `base.Branch` subclass registered in
+`BRANCHES` under its `--branch` name; reports take their series from it.
+
+  random_reinit   the round's mask, a fresh random init (another seed)
+  random_pruning  a random mask with the round's per-layer counts
+  one_shot        one-step pruning to target sparsities from round 0
+"""
+
+import dataclasses
+
+from lottery_tf import errors
+from lottery_tf.config import Config
+from lottery_tf.lottery import runner
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.registry import Registry
+
+
+class _BranchRegistry(Registry):
+    def register(self, name):
+        add = super().register(name)
+
+        def add_class(cls):
+            cls.kind = name
+            return add(cls)
+
+        return add_class
+
+
+BRANCHES = _BranchRegistry("branch")
+
+
+def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
+               data_dir=None, verbose=None, dataset=None):
+    """Runs (or resumes) branch `kind` of the run in `run_path`.
+
+    Args:
+      run_path: a run directory made by `runner.run`.
+      kind: a registered branch name.
+      rounds: main-line rounds to branch from; None for every round >= 1
+        whose mask exists now.
+      seed: the branch seed.
+      targets: overall sparsities in (0, 1), for branches keyed by target.
+      progress: called with one line per entry.
+      data_dir, verbose: override the run's saved options.
+      dataset: a `data.Dataset` to use instead of loading the run's dataset.
+
+    Returns:
+      The metrics of each entry, in order.
+    """
+    main = RunDir(run_path)
+    if not main.is_run():
+        raise errors.LotteryError(f"--run_dir {run_path} holds no lottery-tf run (no config.json)")
+    branch_class = BRANCHES.get(kind)
+    config = Config.from_dict(main.read_config())
+    overrides = {"data_dir": data_dir} if data_dir else {}
+    if verbose is not None:
+        overrides["verbose"] = verbose
+    branch = branch_class(main, dataclasses.replace(config, **overrides), seed, rounds, targets)
+    branch.keys()  # Refuses a bad request before anything is written.
+    branch_dir = main.branch(branch.name())
+    branch_dir.lock()
+    try:
+        with runner.writing_errors_explained(branch_dir.path):
+            return branch.run(branch_dir, dataset, progress)
+    finally:
+        branch_dir.unlock()
+
+
+def series():
+    """Report series: "imp" (the main line), then each branch kind -> label."""
+    return {"imp": "IMP (winning tickets)",
+            **{name: BRANCHES.get(name).label for name in BRANCHES.in_registration_order()}}
+
+
+# Built-in branches register themselves on import, in their report order.
+from lottery_tf.lottery.branches import random_reinit  # noqa: E402,F401,I001
+from lottery_tf.lottery.branches import random_pruning  # noqa: E402,F401
+from lottery_tf.lottery.branches import one_shot  # noqa: E402,F401

@@ -1,0 +1,137 @@
+"""What a branch is: retrain chosen entries of a run with one thing changed.
+
+A branch lives in `RUN/branches/NAME/` beside the main line (a `BranchDir`),
+never writes outside it, and is made of idempotent entries like the main
+line's rounds: a rerun skips finished entries (and picks up main-line rounds
+that finished since). Entries train with the main line's data order for
+their round.
+
+A control is one file: a `Branch` subclass registered with
+`@BRANCHES.register("name")` (see `branches/__init__.py`) that overrides what
+differs — usually `masks` (which masks an entry trains) and/or
+`start_weights` and `model_seed` (where it starts) — and sets `label` (its
+series in `lottery-tf report`).
+"""
+
+import os
+
+from lottery_tf import errors
+from lottery_tf.lottery import runner, tensorboard
+from lottery_tf.lottery.storage import read_arrays
+
+
+class Branch:
+    """A control of the run in `main` (a `RunDir`), as in open_lth's branches.
+
+    Args:
+      main: the run's `RunDir`.
+      config: the run's `Config` (options possibly overridden).
+      seed: the branch seed (e.g. of a random init or random masks).
+      rounds: main-line rounds to branch from; None for every round >= 1
+        whose mask exists now.
+      targets: overall sparsities, for branches keyed by target.
+    """
+
+    kind = ""             # its registry name, set by the registry
+    label = ""            # its series name in reports
+    level_key = "round"   # the metrics key that names an entry's level
+    takes_targets = False
+
+    def __init__(self, main, config, seed=1, rounds=None, targets=()):
+        self.main = main
+        self.config = config
+        self.seed = seed
+        self.rounds = rounds
+        self.targets = tuple(targets)
+
+    # --- What a subclass may override -------------------------------------------------
+
+    def name(self):
+        """The branch directory's name under RUN/branches/."""
+        return f"{self.kind}_seed{self.seed}"
+
+    def keys(self):
+        """The entries to train, in order (rounds, by default)."""
+        if self.targets:
+            takers = ", ".join(f"--branch={k}" for k in _target_kinds())
+            raise errors.LotteryError(f"--targets is for {takers}, not {self.kind}")
+        available = self.main.rounds_with_masks(first=1)
+        if self.rounds is None:
+            return available
+        missing = [r for r in self.rounds if r not in available]
+        if missing:
+            raise errors.LotteryError(
+                f"round {missing[0]} of {self.main.path} has no mask yet (rounds with masks: "
+                f"{available[0] if available else '-'}..{available[-1] if available else '-'})"
+            )
+        return sorted(set(self.rounds))
+
+    def entry_name(self, key):
+        return f"round_{key:03d}"
+
+    def step(self, key):
+        """The entry's step in the branch's TensorBoard scalars."""
+        return key
+
+    def info(self):
+        """What branch.json records."""
+        return {"kind": self.kind, "seed": self.seed, "source_run": os.path.abspath(self.main.path)}
+
+    def model_seed(self):
+        """The initializer seed of the branch's model; None for the run's."""
+        return None
+
+    def start_weights(self, experiment, branch_dir):
+        """Where every entry starts: the run's rewind point if it has one, else θ0."""
+        del experiment, branch_dir
+        if self.config.rewind_iteration:
+            return read_arrays(self.main.rewind_path)
+        return read_arrays(self.main.theta0_path)
+
+    def masks(self, experiment, key):
+        """The masks entry `key` trains with: the main line's round, by default."""
+        del experiment
+        return self.main.load_masks(key)
+
+    def data_seed(self, key):
+        return runner.round_seed(self.config.seed, key)
+
+    # --- The loop ---------------------------------------------------------------------
+
+    def run(self, branch_dir, dataset=None, progress=print):
+        """Trains (or resumes) every entry; returns their metrics in order."""
+        keys = self.keys()
+        branch_dir.write_info(self.info())
+        todo = [k for k in keys if not branch_dir.entry(self.entry_name(k)).complete()]
+        experiment = start = None
+        if todo:
+            experiment = runner.setup(self.config, dataset, model_seed=self.model_seed())
+            start = self.start_weights(experiment, branch_dir)
+        results = []
+        for key in keys:
+            entry = branch_dir.entry(self.entry_name(key))
+            saved = entry.complete()
+            if saved:
+                metrics = entry.read_metrics()
+            else:
+                metrics = self._train_entry(experiment, entry, key, start)
+                tensorboard.write_round(branch_dir, metrics, step=self.step(key), name=entry.name)
+            results.append(metrics)
+            label = f"{branch_dir.name} {entry.name}"
+            progress(runner.format_round(metrics, None, label=label) + (" [saved]" if saved else ""))
+        branch_dir.write_summary([runner.summary_row(m, key=self.level_key) for m in results])
+        return results
+
+    def _train_entry(self, experiment, entry, key, start):
+        masks = self.masks(experiment, key)
+        entry.write_masks(masks)
+        result = runner.train(experiment, masks, start, self.data_seed(key), entry=entry)
+        metrics = {self.level_key: key, "branch": self.kind, **result.metrics}
+        entry.save(result.weights, metrics)
+        return metrics
+
+
+def _target_kinds():
+    from lottery_tf.lottery.branches import BRANCHES
+
+    return [name for name in BRANCHES.names() if BRANCHES.get(name).takes_targets]
