@@ -48,6 +48,16 @@ DEFAULT_ROOT = "runs"
 BRANCHES = "branches"
 
 
+def round_entry_name(r):
+    """The directory name of round r's entry (main line, or a branch keyed by round)."""
+    return f"round_{r:03d}"
+
+
+def sparsity_entry_name(sparsity):
+    """The directory name of a branch entry keyed by a target sparsity."""
+    return f"sparsity_{sparsity:.4f}"
+
+
 class EntryDir:
     """One trained network of a run: a main-line round or a branch entry."""
 
@@ -73,6 +83,10 @@ class EntryDir:
     @property
     def checkpoint_dir(self):
         return os.path.join(self.path, "checkpoints")
+
+    def checkpoint_path(self, step):
+        """The prefix of the step's checkpoint (tf.train.CheckpointManager's naming)."""
+        return os.path.join(self.checkpoint_dir, f"ckpt-{step}")
 
     def checkpoint_state_path(self, step):
         return os.path.join(self.checkpoint_dir, f"state-{step}.json")
@@ -250,7 +264,7 @@ class RunDir(_LockedDir):
     # --- rounds ---------------------------------------------------------------
 
     def round(self, r):
-        return EntryDir(os.path.join(self.path, f"round_{r:03d}"))
+        return EntryDir(os.path.join(self.path, round_entry_name(r)))
 
     def round_dir(self, r):
         return self.round(r).path

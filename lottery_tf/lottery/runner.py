@@ -207,7 +207,7 @@ def _resume_point(model, entry):
     state = read_json(entry.checkpoint_state_path(step))
     snapshot_path = entry.checkpoint_snapshot_path
     snapshot = read_arrays(snapshot_path) if is_recorded(snapshot_path) else None
-    callbacks_lib.restore_checkpoint(model, entry.checkpoint_dir, step)
+    callbacks_lib.restore_checkpoint(model, entry.checkpoint_path(step))
     return step, state["curve"], snapshot
 
 

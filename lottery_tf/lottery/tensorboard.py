@@ -7,6 +7,8 @@ the round's learning curve, one step per evaluated iteration.
 
 import tensorflow as tf
 
+from lottery_tf.lottery import run_dir
+
 
 def write_round(directory, metrics, step=None, name=None):
     """Logs one completed round (or branch entry) under the directory's tensorboard/.
@@ -15,10 +17,10 @@ def write_round(directory, metrics, step=None, name=None):
       directory: the `RunDir` (or `BranchDir`).
       metrics: the round's metrics dict.
       step: the step of the per-round scalars; `metrics["round"]` by default.
-      name: the learning curve's subdirectory; `round_NNN` by default.
+      name: the learning curve's subdirectory; the round's entry name by default.
     """
     step = metrics["round"] if step is None else step
-    name = name or f"round_{step:03d}"
+    name = name or run_dir.round_entry_name(step)
     writer = tf.summary.create_file_writer(directory.tensorboard_path("rounds"))
     with writer.as_default():
         tf.summary.scalar("sparsity/remaining_pct", metrics["remaining_pct"], step=step)

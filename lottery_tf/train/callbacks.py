@@ -147,7 +147,7 @@ def latest_checkpoint_step(directory):
     return int(match.group(1)) if match else 0
 
 
-def restore_checkpoint(model, directory, step):
-    """Restores model and optimizer from `directory`'s checkpoint of `step`."""
+def restore_checkpoint(model, path):
+    """Restores model and optimizer from the checkpoint at `path` (a prefix)."""
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    checkpoint.restore(os.path.join(directory, f"ckpt-{step}"))
+    checkpoint.restore(path)

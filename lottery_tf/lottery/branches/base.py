@@ -16,7 +16,7 @@ series in `lottery-tf report`).
 import os
 
 from lottery_tf import errors
-from lottery_tf.lottery import runner, tensorboard
+from lottery_tf.lottery import run_dir, runner, tensorboard
 from lottery_tf.lottery.storage import read_arrays
 
 
@@ -67,7 +67,7 @@ class Branch:
         return sorted(set(self.rounds))
 
     def entry_name(self, key):
-        return f"round_{key:03d}"
+        return run_dir.round_entry_name(key)
 
     def step(self, key):
         """The entry's step in the branch's TensorBoard scalars."""

@@ -3,7 +3,7 @@ trained weights, from the same start weights: one-shot vs iterative at equal
 sparsity (paper Figure 4)."""
 
 from lottery_tf import errors
-from lottery_tf.lottery import runner
+from lottery_tf.lottery import run_dir, runner
 from lottery_tf.lottery.branches import BRANCHES
 from lottery_tf.lottery.branches.base import Branch
 from lottery_tf.pruning import PruningContext
@@ -29,7 +29,7 @@ class OneShot(Branch):
         return sorted(set(float(t) for t in self.targets))
 
     def entry_name(self, key):
-        return f"sparsity_{key:.4f}"
+        return run_dir.sparsity_entry_name(key)
 
     def step(self, key):
         return int(round(key * 10000))
