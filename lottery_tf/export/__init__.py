@@ -25,13 +25,19 @@ The command line (`lottery-tf export`) is `lottery_tf.cli.export`; this
 package defines no flags.
 """
 
-from lottery_tf.export.compaction import compact
-from lottery_tf.export.convert import keras_model, network_from_model
-from lottery_tf.export.exporter import FORMATS, check_format, export
-from lottery_tf.export.ir import Layer, Network, register
-from lottery_tf.export.placement import DEFAULT_ROOT, check_output, default_output
-from lottery_tf.export.probe import PROBES, Probe, probe_images, random_probe
-from lottery_tf.export.ticket import Ticket, best_round, load_ticket
+import os
+
+# Quiet TensorFlow's C++ start-up chatter unless the user asked for it (as the
+# command line does); `quiet.quiet_stderr` mutes the TFLite converter only then.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from lottery_tf.export.compaction import compact  # noqa: E402
+from lottery_tf.export.convert import keras_model, network_from_model  # noqa: E402
+from lottery_tf.export.exporter import FORMATS, check_format, export  # noqa: E402
+from lottery_tf.export.ir import Layer, Network, register  # noqa: E402
+from lottery_tf.export.placement import DEFAULT_ROOT, check_output, default_output  # noqa: E402
+from lottery_tf.export.probe import PROBES, Probe, probe_images, random_probe  # noqa: E402
+from lottery_tf.export.ticket import Ticket, best_round, load_ticket  # noqa: E402
 
 __all__ = [
     "DEFAULT_ROOT", "FORMATS", "Layer", "Network", "PROBES", "Probe", "Ticket", "best_round",
