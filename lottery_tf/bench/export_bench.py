@@ -1,4 +1,4 @@
-"""Export benchmark, dense vs compact side by side: `python -m lottery_tf.export_benchmark`.
+"""Export benchmark, dense vs compact side by side: `python -m lottery_tf.bench.export_bench`.
 
 For LeNet-300-100 tickets at about 100 %, 21 %, 7 % and 3.6 % of the weights
 (rounds of one IMP run on real MNIST; the run is trained first when the run
@@ -29,41 +29,16 @@ import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+from absl import flags
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from lottery_tf import errors
+from lottery_tf.cli import app
+from lottery_tf.export import compaction, layers as ir_layers, placement, serving, storage, tflite
+from lottery_tf.export.probe import RANDOM_PROBE_SIZE
+from lottery_tf.export.verify import LOGIT_TOLERANCE
+from lottery_tf.lottery.run_dir import RunDir
 
-from lottery_tf import errors  # noqa: E402
-from lottery_tf.cli import app as startup  # noqa: E402  (interim)
-from lottery_tf.export import compaction  # noqa: E402
-
-# Names distinct from every other lottery-tf module's flags.
-flags.DEFINE_string("export_bench_run_dir", "runs/export_benchmark_lenet_300_100_mnist",
-                    "IMP run of LeNet-300-100 on MNIST to take the tickets from; trained "
-                    "(--export_bench_iterations per round) when it lacks the rounds needed.")
-flags.DEFINE_list("export_bench_targets", ["100", "21", "7", "3.6"],
-                  "Percent of weights remaining: the complete round nearest to each is measured.")
-flags.DEFINE_integer("export_bench_iterations", 2000,
-                     "Training iterations per round, if training.")
-flags.DEFINE_integer("export_bench_train_rounds", 16,
-                     "Rounds to train, if training (fc 20 %, output 10 % per round: "
-                     "round 15 has 3.6 % of the weights).")
-flags.DEFINE_string("export_bench_data_dir", "",
-                    "TFDS data dir with MNIST; empty for $TFDS_DATA_DIR.")
-flags.DEFINE_integer("export_bench_repeats", 9, "Interleaved timed repeats of each variant.")
-flags.DEFINE_integer("export_bench_calls", 100,
-                     "Serving calls per repeat and variant (each repeat's figure is their median).")
-flags.DEFINE_integer("export_bench_layer_calls", 30,
-                     "Calls per repeat and variant in the per-layer part (some variants are slow).")
-flags.DEFINE_list("export_bench_batch_sizes", ["1", "256"], "Batch sizes to time.")
-flags.DEFINE_boolean("export_bench_layers", True, "Also time each layer's alternatives.")
-flags.DEFINE_float("export_bench_quantized_min_agreement", 0.995,
-                   "--quantized_min_agreement for the int8 TFLite exports measured.")
-flags.DEFINE_string("export_bench_export_dir", "",
-                    "Where to write the exports (kept); empty for a temporary directory.")
-
-FLAGS = flags.FLAGS
 KIB = 1024
 
 
@@ -104,9 +79,7 @@ def _fmt(stat, scale=1.0, digits=1):
 
 def ensure_run(run_dir, rounds, iterations, data_dir):
     """Trains the benchmark's IMP run unless `run_dir` already has `rounds` complete rounds."""
-    from lottery_tf.export import export
-
-    if os.path.isdir(run_dir) and len(export.complete_rounds(run_dir)) >= rounds:
+    if os.path.isdir(run_dir) and len(RunDir(run_dir).complete_rounds()) >= rounds:
         return
     from lottery_tf.lottery import runner
     from lottery_tf.config import Config
@@ -120,23 +93,19 @@ def ensure_run(run_dir, rounds, iterations, data_dir):
 
 def pick_rounds(run_dir, targets):
     """The complete round nearest (in % remaining) to each target."""
-    from lottery_tf.export import export
-    from lottery_tf.lottery.run_dir import read_json
-
-    remaining = {
-        r: read_json(os.path.join(run_dir, f"round_{r:03d}", "metrics.json"))["remaining_pct"]
-        for r in export.complete_rounds(run_dir)
-    }
+    run = RunDir(run_dir)
+    remaining = {r: run.read_metrics(r)["remaining_pct"] for r in run.complete_rounds()}
     return [min(remaining, key=lambda r: abs(remaining[r] - float(t))) for t in targets]
 
 
 # --- one ticket ------------------------------------------------------------------------------
 
 
-def measure_ticket(run_dir, r, probe, test_images, out_dir, batch_sizes, repeats, calls):
+def measure_ticket(run_dir, r, probe, test_images, out_dir, batch_sizes, repeats, calls,
+                   quantized_min_agreement):
     import tensorflow as tf
 
-    from lottery_tf.export import export
+    from lottery_tf import export
 
     ticket = export.load_ticket(run_dir, str(r))
     model = export.keras_model(ticket)
@@ -146,33 +115,33 @@ def measure_ticket(run_dir, r, probe, test_images, out_dir, batch_sizes, repeats
 
     paths = {name: os.path.join(out_dir, f"round_{r:03d}_{name}")
              for name in ("dense", "compact", "tflite", "tflite_quantized")}
-    export.save_saved_model(export.serving_module(network, storage="dense"), paths["dense"])
+    serving.save_saved_model(serving.serving_module(network, storage="dense"), paths["dense"])
     info = export.export(ticket, paths["compact"], probe=probe, progress=quiet, model=model)
     tfl = export.export(ticket, paths["tflite"], fmt="tflite", probe=probe, progress=quiet,
                         model=model)
     # Dynamic-range int8 can flip a test image near a tie: allow 0.5 % (reported below).
     tflq = export.export(ticket, paths["tflite_quantized"], fmt="tflite", quantize=True,
                          probe=probe, progress=quiet, model=model,
-                         quantized_min_agreement=FLAGS.export_bench_quantized_min_agreement)
+                         quantized_min_agreement=quantized_min_agreement)
     nonzeros = info["sparsity"]["nonzero_weights"]
     row = {
         "round": r,
         "remaining_pct": info["sparsity"]["remaining_pct"],
         "nonzeros": nonzeros,
-        "dense_bytes": export.tree_bytes(paths["dense"]),
-        "compact_bytes": export.tree_bytes(paths["compact"]),
-        "compact_variable_bytes": export.variable_bytes(paths["compact"]),
-        "dense_variable_bytes": export.variable_bytes(paths["dense"]),
-        "tflite_bytes": os.path.getsize(os.path.join(paths["tflite"], export.TFLITE_FILE)),
+        "dense_bytes": placement.tree_bytes(paths["dense"]),
+        "compact_bytes": placement.tree_bytes(paths["compact"]),
+        "compact_variable_bytes": serving.variable_bytes(paths["compact"]),
+        "dense_variable_bytes": serving.variable_bytes(paths["dense"]),
+        "tflite_bytes": os.path.getsize(os.path.join(paths["tflite"], tflite.TFLITE_FILE)),
         "tflite_quantized_bytes": os.path.getsize(
-            os.path.join(paths["tflite_quantized"], export.TFLITE_FILE)),
+            os.path.join(paths["tflite_quantized"], tflite.TFLITE_FILE)),
         "verification": info["verification"],
         "tflite_verification": tfl["verification"],
         "tflite_quantized_verification": tflq["verification"],
         "reports": [rep.to_dict() for rep in reports],
-        "storage": export.storage_formats(compact),
-        "compact_shapes": {layer.name: tuple(layer.kernel.shape) for layer in compact.layers
-                           if isinstance(layer, (compaction.Dense, compaction.Conv2D))},
+        "storage": storage.storage_formats(compact),
+        "compact_shapes": {layer.name: tuple(layer.stored_kernel().shape)
+                           for layer in compact.layers if layer.stored_kernel() is not None},
     }
 
     # Serving latency, dense vs compact, both as a server would load them.
@@ -182,7 +151,7 @@ def measure_ticket(run_dir, r, probe, test_images, out_dir, batch_sizes, repeats
              for name, fn in serve.items()}
     reference = model(test_images[:256], training=False).numpy()
     for name, logits in check.items():  # the dense baseline must be the same model too
-        if np.abs(logits - reference).max() > export.LOGIT_TOLERANCE:
+        if np.abs(logits - reference).max() > LOGIT_TOLERANCE:
             raise AssertionError(f"round {r}: the {name} SavedModel differs from the masked model")
     row["latency_us"] = {}
     for batch in batch_sizes:
@@ -197,15 +166,15 @@ def layer_variants(network, compact, batch, rng):
     """Zero-arg callables computing each weighted layer in every candidate way."""
     import tensorflow as tf
 
-    dense = [layer for layer in network.layers if isinstance(layer, compaction.Dense)]
-    small = [layer for layer in compact.layers if isinstance(layer, compaction.Dense)]
+    dense = [layer for layer in network.layers if isinstance(layer, ir_layers.Dense)]
+    small = [layer for layer in compact.layers if isinstance(layer, ir_layers.Dense)]
     gathered, _ = compaction.compact(network, gather_inputs=True)
     gathers = {}
     pending = None
     for layer in gathered.layers:
-        if isinstance(layer, compaction.Gather):
+        if isinstance(layer, ir_layers.Gather):
             pending = layer.indices
-        elif isinstance(layer, compaction.Dense):
+        elif isinstance(layer, ir_layers.Dense):
             gathers[layer.name] = (pending, layer.kernel)
             pending = None
     matmul = tf.function(lambda x, w: tf.matmul(x, w))
@@ -268,8 +237,7 @@ def _targets_met(rows):
 
 
 def report(rows, layer_rows, repeats, calls, layer_calls):
-    from lottery_tf.export.export import RANDOM_PROBE_SIZE as random
-
+    random = RANDOM_PROBE_SIZE
     print("\n### Sizes (LeNet-300-100 on MNIST)\n")
     print("| round | remaining | nonzero weights | dense export | compact export | dense / compact "
           "| compact variables | variable bytes per nonzero | TFLite float | TFLite int8 (dynamic range) |")
@@ -329,56 +297,87 @@ def report(rows, layer_rows, repeats, calls, layer_calls):
         print(line)
 
 
-def main(argv):
-    if len(argv) > 1:
-        startup.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    startup.quiet_logging()
-    try:
-        batch_sizes = [int(b) for b in FLAGS.export_bench_batch_sizes]
-        if min(FLAGS.export_bench_repeats, FLAGS.export_bench_calls,
-               FLAGS.export_bench_layer_calls, *batch_sizes) < 1:
+class ExportBenchmarkCommand(app.Command):
+    name = "export_benchmark"
+    summary = "Export benchmark: dense vs compact sizes and serving latency of LeNet-300-100 tickets."
+
+    def define_flags(self, fv):
+        def define(kind, name, default, help_text):
+            getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=fv)
+
+        define("string", "export_bench_run_dir", "runs/export_benchmark_lenet_300_100_mnist",
+               "IMP run of LeNet-300-100 on MNIST to take the tickets from; trained "
+               "(--export_bench_iterations per round) when it lacks the rounds needed.")
+        define("list", "export_bench_targets", ["100", "21", "7", "3.6"],
+               "Percent of weights remaining: the complete round nearest to each is measured.")
+        define("integer", "export_bench_iterations", 2000,
+               "Training iterations per round, if training.")
+        define("integer", "export_bench_train_rounds", 16,
+               "Rounds to train, if training (fc 20 %, output 10 % per round: "
+               "round 15 has 3.6 % of the weights).")
+        define("string", "export_bench_data_dir", "",
+               "TFDS data dir with MNIST; empty for $TFDS_DATA_DIR.")
+        define("integer", "export_bench_repeats", 9, "Interleaved timed repeats of each variant.")
+        define("integer", "export_bench_calls", 100,
+               "Serving calls per repeat and variant (each repeat's figure is their median).")
+        define("integer", "export_bench_layer_calls", 30,
+               "Calls per repeat and variant in the per-layer part (some variants are slow).")
+        define("list", "export_bench_batch_sizes", ["1", "256"], "Batch sizes to time.")
+        define("boolean", "export_bench_layers", True, "Also time each layer's alternatives.")
+        define("float", "export_bench_quantized_min_agreement", 0.995,
+               "--quantized_min_agreement for the int8 TFLite exports measured.")
+        define("string", "export_bench_export_dir", "",
+               "Where to write the exports (kept); empty for a temporary directory.")
+
+    def run(self, fv):
+        try:
+            batch_sizes = [int(b) for b in fv.export_bench_batch_sizes]
+        except ValueError:
+            raise errors.LotteryError(
+                "--export_bench_batch_sizes must be a list of numbers") from None
+        if min(fv.export_bench_repeats, fv.export_bench_calls,
+               fv.export_bench_layer_calls, *batch_sizes) < 1:
             raise errors.LotteryError(
                 "--export_bench_repeats, --export_bench_calls, --export_bench_layer_calls and "
                 "--export_bench_batch_sizes must be positive")
-        startup.start_tensorflow_quietly()
+        from lottery_tf import export
         from lottery_tf.train import data
-        from lottery_tf.export import export
 
-        data_dir = FLAGS.export_bench_data_dir or None
-        ensure_run(FLAGS.export_bench_run_dir, FLAGS.export_bench_train_rounds,
-                   FLAGS.export_bench_iterations, FLAGS.export_bench_data_dir)
-        rounds = pick_rounds(FLAGS.export_bench_run_dir, FLAGS.export_bench_targets)
-        ticket0 = export.load_ticket(FLAGS.export_bench_run_dir, str(rounds[0]))
-        probe = export.probe_images(ticket0, "dataset", FLAGS.export_bench_data_dir, 1000)
+        run_dir = fv.export_bench_run_dir
+        data_dir = fv.export_bench_data_dir or None
+        ensure_run(run_dir, fv.export_bench_train_rounds, fv.export_bench_iterations,
+                   fv.export_bench_data_dir)
+        rounds = pick_rounds(run_dir, fv.export_bench_targets)
+        ticket0 = export.load_ticket(run_dir, str(rounds[0]))
+        probe = export.probe_images(ticket0, "dataset", fv.export_bench_data_dir, 1000)
         test = data.load("mnist", data_dir=data_dir, validation_size=1).test
         test_images = next(iter(test))[0].numpy()[:max(batch_sizes)]
-        out_dir = FLAGS.export_bench_export_dir or tempfile.mkdtemp(prefix="lottery_export_bench_")
+        out_dir = fv.export_bench_export_dir or tempfile.mkdtemp(prefix="lottery_export_bench_")
         os.makedirs(out_dir, exist_ok=True)
-        print(f"rounds {rounds} of {FLAGS.export_bench_run_dir}; exports in {out_dir}", flush=True)
+        print(f"rounds {rounds} of {run_dir}; exports in {out_dir}", flush=True)
         rows, layer_rows = [], {}
         rng = np.random.default_rng(0)
         try:
             for r in rounds:
                 row, network, compact = measure_ticket(
-                    FLAGS.export_bench_run_dir, r, probe, test_images, out_dir, batch_sizes,
-                    FLAGS.export_bench_repeats, FLAGS.export_bench_calls)
+                    run_dir, r, probe, test_images, out_dir, batch_sizes,
+                    fv.export_bench_repeats, fv.export_bench_calls,
+                    fv.export_bench_quantized_min_agreement)
                 rows.append(row)
                 print(f"round {r} ({row['remaining_pct']:.2f} %) measured", flush=True)
-                if FLAGS.export_bench_layers:
+                if fv.export_bench_layers:
                     for batch in batch_sizes:
                         for layer, (full, comp, density, variants) in layer_variants(
                                 network, compact, batch, rng).items():
-                            stats = interleaved(variants, FLAGS.export_bench_repeats,
-                                                FLAGS.export_bench_layer_calls)
+                            stats = interleaved(variants, fv.export_bench_repeats,
+                                                fv.export_bench_layer_calls)
                             layer_rows[(r, layer, batch)] = (full, comp, density, stats)
         finally:
-            if not FLAGS.export_bench_export_dir:
+            if not fv.export_bench_export_dir:
                 shutil.rmtree(out_dir, ignore_errors=True)
-        report(rows, layer_rows, FLAGS.export_bench_repeats, FLAGS.export_bench_calls,
-               FLAGS.export_bench_layer_calls)
-    except errors.LotteryError as e:
-        startup.fail(str(e))
+        report(rows, layer_rows, fv.export_bench_repeats, fv.export_bench_calls,
+               fv.export_bench_layer_calls)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.main(ExportBenchmarkCommand())

@@ -1,0 +1,62 @@
+"""Verification: an export's outputs against the masked model's on the probe batch."""
+
+import numpy as np
+
+from lottery_tf import errors
+
+LOGIT_TOLERANCE = 1e-5
+
+QUANTIZE_NEEDS_DATASET = (
+    "--quantize needs dataset images to verify on (class ids of random images near a tie "
+    "legitimately change under quantization): use --probe=dataset or --probe_data_dir")
+
+
+def verify(reference_logits, outputs, probe, what, quantized=False, min_agreement=1.0):
+    """Compares an export's outputs with the masked model's; returns the figures.
+
+    Exact transformations (compaction, sparse storage, float TFLite): every
+    logit within LOGIT_TOLERANCE and every class id identical. Dynamic-range
+    quantization changes logits by design: at least `min_agreement` (default
+    all) of the class ids on the dataset images must be identical (random
+    images near a tie legitimately flip; those flips are counted, not
+    refused), so it needs a probe with dataset images.
+
+    Raises:
+      errors.LotteryError: the export disagrees (message with the figures).
+    """
+    logits = outputs["logits"]
+    diff = float(np.max(np.abs(logits - reference_logits))) if logits.size else 0.0
+    expected = np.argmax(reference_logits, axis=-1)
+    flipped = outputs["class_ids"] != expected
+    real_flips = int(flipped[:probe.real].sum())
+    random_flips = int(flipped[probe.real:].sum())
+    problem = None
+    if not np.isfinite(diff):
+        problem = "non-finite logits"
+    elif quantized:
+        if not probe.real:
+            raise errors.LotteryError(QUANTIZE_NEEDS_DATASET)
+        if 1.0 - real_flips / probe.real < min_agreement:
+            problem = (f"{real_flips} of {probe.real} dataset class ids differ "
+                       f"(--quantized_min_agreement={min_agreement:g})")
+    elif diff > LOGIT_TOLERANCE or real_flips or random_flips:
+        problem = (f"max |logit difference| {diff:.3g} (limit {LOGIT_TOLERANCE:g}), "
+                   f"{real_flips + random_flips} of {len(expected)} class ids differ")
+    if problem:
+        raise errors.LotteryError(
+            f"{what} disagrees with the masked model on the probe batch ({probe.description}): "
+            f"{problem}; nothing written")
+    figures = {
+        "probe": probe.description,
+        "examples": int(len(expected)),
+        "max_abs_logit_diff": diff,
+        "logit_limit": None if quantized else LOGIT_TOLERANCE,
+        "class_ids_differing_dataset": real_flips,
+        "min_agreement_dataset": min_agreement if quantized else 1.0,
+        "class_ids_differing_random": random_flips,
+    }
+    if probe.real:
+        figures["probe_accuracy_masked"] = float(np.mean(expected[:probe.real] == probe.labels))
+        figures["probe_accuracy_export"] = float(
+            np.mean(outputs["class_ids"][:probe.real] == probe.labels))
+    return figures
