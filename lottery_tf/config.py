@@ -29,13 +29,14 @@ OPTION = "option"
 
 
 def _field(role, default, help, check=None, choices=None, flag_type=None, since=None,
-           aliases=(), flag_default=dataclasses.MISSING):
+           aliases=(), flag_default=dataclasses.MISSING, fixed=False, path=False):
     """A Config field with its flag metadata.
 
     Args:
       role: HYPERPARAMETER or OPTION.
       default: the default value (also the flag's, unless `flag_default`).
-      help: the flag's help text; "{choices}" is replaced by the allowed names.
+      help: the flag's help text; "{choices}" is replaced by the allowed names,
+        "{fixed}" by the fixed hyperparameters.
       check: value -> None, or an error message (given the flag name and value).
       choices: "module:REGISTRY" whose names are the allowed values.
       flag_type: "list" for a comma-separated list flag stored as a string.
@@ -43,11 +44,16 @@ def _field(role, default, help, check=None, choices=None, flag_type=None, since=
       aliases: deprecated flag names that still set this field, with a notice.
       flag_default: the flag's default when it differs from the field's (None:
         resolved later, e.g. from the terminal).
+      fixed: a hyperparameter that no existing run can change, even with
+        --allow_changed_hyperparameters (its weights, masks or data would no
+        longer fit).
+      path: a file-system path (`~` is expanded).
     """
     return dataclasses.field(default=default, metadata={
         "role": role, "help": help, "check": check, "choices": choices,
         "flag_type": flag_type, "since": since, "aliases": tuple(aliases),
         "flag_default": default if flag_default is dataclasses.MISSING else flag_default,
+        "fixed": fixed, "path": path,
     })
 
 
@@ -90,19 +96,22 @@ class Config:
     # --- Hyperparameters (part of the run's identity). ---
     model: str = hyperparameter(
         "lenet_300_100", "Model: {choices} (input shape and class count come from the dataset).",
-        choices="lottery_tf.nn.models:MODELS")
+        choices="lottery_tf.nn.models:MODELS", fixed=True)
     dataset: str = hyperparameter(
-        "mnist", "TFDS image-classification dataset (mnist, fashion_mnist, cifar10, ...).")
+        "mnist", "TFDS image-classification dataset (mnist, fashion_mnist, cifar10, ...).",
+        fixed=True)
     validation_size: int = hyperparameter(
         5000, "Training examples held out for validation (early stopping).",
-        check=positive("--{flag}={value} must be positive (early stopping needs a validation set)"))
+        check=positive("--{flag}={value} must be positive (early stopping needs a validation set)"),
+        fixed=True)
     iterations: int = hyperparameter(
         50000, "Training iterations per round (paper style); 0 to use --epochs.")
     epochs: int = hyperparameter(0, "Training epochs per round, when --iterations=0.")
     batch_size: int = hyperparameter(60, "Global batch size.", check=positive())
     optimizer: str = hyperparameter("adam", "Optimizer: {choices}.",
                                     choices="lottery_tf.train.optimizers:OPTIMIZERS")
-    learning_rate: float = hyperparameter(1.2e-3, "Learning rate.", check=positive())
+    learning_rate: float = hyperparameter(
+        1.2e-3, "Learning rate.", check=positive("--{flag}={value} must be finite and positive"))
     momentum: float = hyperparameter(0.0, "Momentum, for --optimizer=sgd.", check=rate())
     weight_decay: float = hyperparameter(
         0.0, "Decoupled weight decay of the optimizer (0: none).", check=not_negative())
@@ -136,11 +145,13 @@ class Config:
     one_shot_sparsity: float = hyperparameter(
         0.0, "If set, in (0, 1): prune to this overall sparsity in one step after the dense "
         "round (2 rounds), with the IMP per-layer profile.",
-        check=lambda v: None if _finite(v) and 0.0 <= v < 1.0 else "--{flag}={value} is outside (0, 1)")
+        check=lambda v: None if _finite(v) and 0.0 <= v < 1.0 else "--{flag}={value} is outside (0, 1)",
+        fixed=True)
     rewind_iteration: int = hyperparameter(
         0, "Late resetting: rounds after the first restart from the weights after this many "
-        "iterations of round 0 instead of θ0 (0: θ0, the original).", check=not_negative())
-    seed: int = hyperparameter(0, "Seed of θ0 and of the data order.")
+        "iterations of round 0 instead of θ0 (0: θ0, the original).", check=not_negative(),
+        fixed=True)
+    seed: int = hyperparameter(0, "Seed of θ0 and of the data order.", fixed=True)
     eval_every: int = hyperparameter(
         500, "Evaluate validation and test sets every this many iterations.", check=positive())
 
@@ -149,10 +160,11 @@ class Config:
         1, "Rounds of training; round 0 is dense, each later one prunes. Raising it on an "
         "existing run extends the run.", check=at_least(1))
     output_dir: str = option(
-        "", "Run directory; empty for runs/<model>_<dataset>_<hyperparameter hash>.")
-    data_dir: str = option("", "TFDS data dir; empty for TFDS's default or $TFDS_DATA_DIR.")
+        "", "Run directory; empty for runs/<model>_<dataset>_<hyperparameter hash>.", path=True)
+    data_dir: str = option("", "TFDS data dir; empty for TFDS's default or $TFDS_DATA_DIR.",
+                           path=True)
     manual_dir: str = option(
-        "", "Directory with the dataset's original files, to prepare it offline.")
+        "", "Directory with the dataset's original files, to prepare it offline.", path=True)
     distribution_strategy: str = option(
         "default", "tf.distribute strategy: {choices}.",
         choices="lottery_tf.train.distribute:STRATEGIES", aliases=("strategy",))
@@ -169,8 +181,10 @@ class Config:
         5000, "Checkpoint the round every this many iterations (model, optimizer, masks, step, "
         "learning curve), so a crash loses at most that much; 0: never.", check=not_negative())
     allow_changed_hyperparameters: bool = option(
-        False, "Continue an existing run with other hyperparameters (e.g. after a divergence); "
-        "the change is recorded in RUN/hyperparameter_changes.json.")
+        False, "Continue an existing run with other hyperparameters (e.g. a lower learning rate "
+        "after a divergence), from its first incomplete round; recorded in "
+        "RUN/hyperparameter_changes.json. Not for {fixed}, which the run's weights, masks and "
+        "data depend on.")
 
     # --- Checks -----------------------------------------------------------------------
 
@@ -226,6 +240,10 @@ class Config:
     def excluded_from_global(self):
         """Layer names or groups that global pruning leaves alone."""
         return tuple(x.strip() for x in self.global_exclude.split(",") if x.strip())
+
+    def fixed_hyperparameters(self):
+        """Names of the hyperparameters no existing run can change."""
+        return [f.name for f in dataclasses.fields(self) if f.metadata["fixed"]]
 
     def hyperparameters(self):
         """The values that define the experiment (see the module docstring)."""

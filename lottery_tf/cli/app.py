@@ -25,6 +25,7 @@ module's `__main__` block for a stand-alone program such as a benchmark).
 """
 
 import os
+import re
 import sys
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it; must be
@@ -112,14 +113,15 @@ def flags_help(fv, full):
             continue
         help_text = flag.help or ""
         if not full:
-            help_text = help_text.split(". ")[0].rstrip(".") + "."
-        default = flag.default_as_str if flag.default_as_str is not None else "none"
-        lines.append(f"  --{name}: {help_text} (default: {default})")
+            help_text = re.split(r"(?<!e\.g)(?<!i\.e)\. ", help_text)[0].rstrip(".") + "."
+        default = flag.default_as_str.strip("'") if flag.default_as_str is not None else "none"
+        lines.append(f"  --{name}: {help_text} (default: {default or 'empty'})")
     return "\n".join(lines)
 
 
 def usage(command, fv, full, commands=None):
-    text = [f"usage: {command.program()} [--flag=value ...]", "", command.summary.strip()]
+    name = " [COMMAND]" if commands else ""
+    text = [f"usage: {command.program()}{name} [--flag=value ...]", "", command.summary.strip()]
     if commands:
         text += ["", "commands:"]
         text += [f"  {c.name or 'train':<8} {c.summary.splitlines()[0]}" for c in commands]
@@ -138,7 +140,10 @@ def parse(command, argv, commands=None):
     command.define_flags(fv)
     wanted = [a for a in argv[1:] if a in HELP_FLAGS + HELPFULL_FLAGS]
     if wanted:
-        print(usage(command, fv, wanted[0] in HELPFULL_FLAGS, commands))
+        try:
+            print(usage(command, fv, wanted[0] in HELPFULL_FLAGS, commands), flush=True)
+        except BrokenPipeError:  # `lottery-tf --help | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     try:
         remaining = fv(argv)
@@ -146,8 +151,35 @@ def parse(command, argv, commands=None):
         reason = command.refused_flag(e.flagname)
         fail(reason or str(e).replace("ERROR:: ", ""))
     except flags.Error as e:
-        fail(str(e).replace("ERROR:: ", ""))
+        fail(_included_flagfile_hint(argv, str(e).replace("ERROR:: ", "")))
     return fv, remaining
+
+
+def _included_flagfile_hint(argv, message):
+    """Names the flagfile that includes a missing one, and where it is read from.
+
+    absl reads a `--flagfile=` line inside a flagfile relative to the current
+    directory, not to the including file: `lottery-tf --flagfile=REPO/flags/quickstart.flags`
+    run elsewhere misses the LeNet flagfile it includes.
+    """
+    missing = re.search(r"Unable to open flagfile: .*No such file or directory: '([^']+)'", message)
+    if not missing:
+        return message
+    for arg in argv[1:]:
+        if not arg.startswith("--flagfile="):
+            continue
+        outer = arg.split("=", 1)[1]
+        try:
+            with open(os.path.expanduser(outer)) as f:
+                includes = any(line.strip() == f"--flagfile={missing.group(1)}" for line in f)
+        except OSError:
+            continue
+        if includes:
+            return (f"flagfile {missing.group(1)}, included by {outer}, does not exist here "
+                    f"({os.getcwd()}): flagfiles it includes are read relative to the current "
+                    "directory; run from the directory they are relative to (for the shipped "
+                    "flags/*.flags, the repository root)")
+    return message
 
 
 def main(command, argv=None, commands=None):
@@ -165,3 +197,7 @@ def main(command, argv=None, commands=None):
         command.run(fv)
     except errors.LotteryError as e:
         fail(str(e))
+    except (errors.Interrupted, KeyboardInterrupt) as e:
+        where = e if isinstance(e, errors.Interrupted) else errors.Interrupted()
+        print(f"{PROGRAM}: {where.message()}", file=sys.stderr, flush=True)
+        sys.exit(130)

@@ -6,6 +6,7 @@ work, with a one-line notice.
 """
 
 import dataclasses
+import os
 
 from absl import flags
 
@@ -21,7 +22,7 @@ def _help(field):
     text = field.metadata["help"]
     if field.metadata["choices"]:
         text = text.replace("{choices}", ", ".join(config_lib.registry_of(field).names()))
-    return text
+    return text.replace("{fixed}", ", ".join(config_lib.Config().fixed_hyperparameters()))
 
 
 def fields(config_class=config_lib.Config):
@@ -62,6 +63,8 @@ def config_from_flags(fv, config_class=config_lib.Config):
                     value = fv[alias].value
         if field.metadata["flag_type"] == "list":
             value = ",".join(value or [])
+        if field.metadata["path"] and value:
+            value = os.path.expanduser(value)
         values[field.name] = value
     if values["verbose"] is None:
         values["verbose"] = app.default_verbose()

@@ -74,10 +74,6 @@ class ExportCommand(app.Command):
             "With --quantize: fraction of the probe's dataset images whose class id "
             "must stay the same (default: all of them).", flag_values=fv)
 
-    def refused_flag(self, name):
-        # The lead wires the shared training-flag check into app.Command.
-        return None
-
     @staticmethod
     def check_flags(fv):
         """Refuses flag values that cannot work, before anything is read."""

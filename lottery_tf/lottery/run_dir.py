@@ -190,6 +190,8 @@ class _LockedDir:
         writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+        if is_recorded(self.summary_path) and storage.read_text(self.summary_path) == text.getvalue():
+            return
         storage.write_text(self.summary_path, text.getvalue())
 
 
@@ -226,7 +228,9 @@ class RunDir(_LockedDir):
 
     @classmethod
     def for_config(cls, config):
-        return cls(config.output_dir or os.path.join(DEFAULT_ROOT, config.default_run_name()))
+        if config.output_dir:
+            return cls(os.path.expanduser(config.output_dir))
+        return cls(os.path.join(DEFAULT_ROOT, config.default_run_name()))
 
     @property
     def config_path(self):
@@ -298,7 +302,7 @@ class RunDir(_LockedDir):
         """Consecutive rounds from `first` whose mask exists."""
         found = []
         r = first
-        while os.path.exists(self.mask_path(r)):
+        while is_recorded(self.mask_path(r)):
             found.append(r)
             r += 1
         return found
@@ -317,7 +321,7 @@ class RunDir(_LockedDir):
 
     def load_masks(self, r):
         path = self.mask_path(r)
-        if not os.path.exists(path):
+        if not is_recorded(path):
             raise errors.LotteryError(
                 f"run directory {self.path} is damaged: {path} is missing although "
                 f"round {r - 1} is complete"
@@ -367,34 +371,104 @@ class RunDir(_LockedDir):
             parent = os.path.dirname(os.path.abspath(parent))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             raise errors.LotteryError(f"--output_dir {self.path} is not writable ({parent})")
-        if os.path.exists(self.config_path):
+        if is_recorded(self.config_path):
             self._check_same_hyperparameters(config)
-        elif os.path.isdir(self.path) and os.listdir(self.path):
+        elif os.path.isdir(self.path) and not self._holds_only_an_unfinished_start():
             raise errors.LotteryError(
                 f"--output_dir {self.path} is not empty and holds no lottery-tf run "
                 "(no config.json); choose another directory"
             )
 
+    def _holds_only_an_unfinished_start(self):
+        """Whether the directory holds nothing but what a run killed in its first
+        writes leaves: the lock, temp files, a manifest, unrecorded files."""
+        for name in os.listdir(self.path):
+            path = os.path.join(self.path, name)
+            ours = (name in (".lock", storage.MANIFEST) or name.startswith(storage.TEMP_PREFIX)
+                    or (os.path.isfile(path) and not is_recorded(path)))
+            if not ours:
+                return False
+        return True
+
     def _check_same_hyperparameters(self, config):
         try:
             saved_config = type(config).from_dict(read_json(self.config_path))
+        except storage.DamagedFileError:
+            raise
         except (OSError, ValueError, TypeError) as e:
             raise errors.LotteryError(f"cannot read {self.config_path}: {e}") from None
         saved, wanted = saved_config.hyperparameters(), config.hyperparameters()
         differing = [k for k in list(wanted) + [k for k in saved if k not in wanted]
                      if saved.get(k) != wanted.get(k)]
+        if not differing:
+            return {}
         # A hyperparameter at its default may be left out of the identity (see
         # config.py): show its value, not its absence.
         before = {k: getattr(saved_config, k) for k in differing}
         after = {k: getattr(config, k) for k in differing}
-        if differing and not config.allow_changed_hyperparameters:
-            details = ", ".join(f"{k}={before[k]!r} (now {after[k]!r})" for k in differing)
+        details = ", ".join(f"{k}={before[k]!r} (now {after[k]!r})" for k in differing)
+        fixed = [k for k in differing if k in config.fixed_hyperparameters()]
+        if fixed:
+            raise errors.LotteryError(
+                f"run directory {self.path} was made with other hyperparameters: {details}; "
+                f"{', '.join(fixed)} cannot change in an existing run (its weights, masks and data "
+                "depend on them, even with --allow_changed_hyperparameters): use another "
+                "--output_dir"
+            )
+        if not config.allow_changed_hyperparameters:
             raise errors.LotteryError(
                 f"run directory {self.path} was made with other hyperparameters: "
                 f"{details}; use another --output_dir (or --allow_changed_hyperparameters "
                 "to continue it with these, recorded in hyperparameter_changes.json)"
             )
         return {k: [before[k], after[k]] for k in differing}
+
+    def recovery_advice(self, path):
+        """What to do about a damaged or unreadable file of this run (one sentence)."""
+        path = os.path.abspath(path)
+        inside = os.path.relpath(path, os.path.abspath(self.path)).split(os.sep)
+        name = inside[-1]
+        if inside[0] == BRANCHES and len(inside) > 2:
+            branch = self.branch(inside[1])
+            if len(inside) > 3:
+                return (f"delete {os.path.join(branch.path, inside[2])} and rerun the branch "
+                        "command: that entry is trained again")
+            return (f"delete {branch.path} and rerun the branch command: the control is "
+                    "trained again (the main line is not touched)")
+        if len(inside) > 1 and inside[0].startswith("round_"):
+            r = int(inside[0][6:])
+            if inside[1] == "checkpoints":
+                return (f"delete {self.round(r).checkpoint_dir} and rerun the same command: "
+                        f"round {r} restarts from its beginning")
+            return (f"delete {self.round_dir(r)} and rerun the same command: round {r} is "
+                    "trained again" + (f" (its masks are recomputed from round {r - 1})" if r else "")
+                    + "; with --deterministic the result is bitwise the same")
+        if name == storage.MANIFEST:
+            return (f"delete {path} and rerun the same command: the files beside it are then "
+                    "taken as they are and recorded anew")
+        if name in ("dataset.json", "summary.csv", "hyperparameter_changes.json"):
+            return f"delete {path} and rerun the same command: it is written again"
+        if name == "theta0.npz":
+            return (f"delete {path} and rerun the same command: θ0 is rebuilt from the run's "
+                    "seed (the same weights)")
+        if name == "rewind.npz":
+            return (f"delete {path} and {self.round_dir(0)} and rerun the same command: "
+                    "round 0 is trained again and the rewind point taken again")
+        if name == "config.json":
+            return (f"restore {path} from a copy, or start the run again with another "
+                    "--output_dir: it records the run's hyperparameters and cannot be rebuilt")
+        return f"delete {path} and rerun the same command"
+
+    def verify_complete_rounds(self):
+        """Checks every recorded file of the run and of its complete rounds.
+
+        A rerun relies on them (θ0, the rewind point, masks, metrics) and the
+        export and branches on the rest; damage is found here, not later.
+        Raises `storage.DamagedFileError`.
+        """
+        storage.verify_directory(self.path)
+        for r in self.complete_rounds():
+            storage.verify_directory(self.round_dir(r))
 
     def create(self, config, dataset_info):
         """Takes the run's lock, then saves the configuration and dataset facts.
@@ -407,14 +481,19 @@ class RunDir(_LockedDir):
         """
         try:
             os.makedirs(self.path, exist_ok=True)
+        except OSError as e:
+            raise errors.LotteryError(
+                f"--output_dir {self.path} cannot be created ({e.strerror}); choose a directory "
+                "you can write") from None
+        try:
             self.lock()
-            changes = self._check_same_hyperparameters(config) if os.path.exists(self.config_path) else {}
+            changes = self._check_same_hyperparameters(config) if is_recorded(self.config_path) else {}
             self._remove_stale_temp_files()
             if changes:
                 first = 0
                 while self.round_complete(first):
                     first += 1
-                history = read_json(self.changes_path) if os.path.exists(self.changes_path) else []
+                history = read_json(self.changes_path) if is_recorded(self.changes_path) else []
                 history.append({"from_round": first, "changes": changes,
                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
                 write_json(self.changes_path, history)

@@ -20,10 +20,11 @@ import tf_keras as keras
 from lottery_tf import errors
 from lottery_tf.lottery import tensorboard
 from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.lottery import storage
 from lottery_tf.lottery.storage import is_recorded, read_arrays, read_json, write_arrays, write_json
 from lottery_tf.nn import models
 from lottery_tf.nn.layers import masked_layers
-from lottery_tf.pruning import Pruner, schedule
+from lottery_tf.pruning import Pruner, PruningContext, schedule
 from lottery_tf.train import callbacks as callbacks_lib
 from lottery_tf.train import data as data_lib
 from lottery_tf.train import distribute, optimizers
@@ -107,6 +108,12 @@ def setup(config, dataset=None, model_seed=None):
             manual_dir=config.manual_dir or None,
             validation_size=config.validation_size,
         )
+    if config.batch_size > dataset.num_train:
+        raise errors.LotteryError(
+            f"--batch_size={config.batch_size} is larger than the {dataset.num_train} training "
+            f"examples of {dataset.name} (after --validation_size={config.validation_size}): every "
+            "batch would repeat examples; use a smaller --batch_size"
+        )
     iterations = config.train_iterations(dataset.num_train)
     if iterations <= 0:
         raise errors.LotteryError(
@@ -166,19 +173,23 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
             experiment.iterations, start_step))
     if start_step:
         train_data = train_data.skip(start_step)
-    curve, wall = training.train_round(
-        experiment.model,
-        train_data,
-        experiment.dataset.validation,
-        experiment.dataset.test,
-        experiment.iterations,
-        config.eval_every,
-        callbacks,
-        verbose=config.verbose,
-        start_step=start_step,
-        curve=curve,
-        late_callbacks=late,
-    )
+    try:
+        curve, wall = training.train_round(
+            experiment.model,
+            train_data,
+            experiment.dataset.validation,
+            experiment.dataset.test,
+            experiment.iterations,
+            config.eval_every,
+            callbacks,
+            verbose=config.verbose,
+            start_step=start_step,
+            curve=curve,
+            late_callbacks=late,
+        )
+    except KeyboardInterrupt:
+        step = int(experiment.model.optimizer.iterations.numpy()) if callback.began else start_step
+        raise errors.Interrupted(f"iteration {step}") from None
     metrics = {
         "iterations": experiment.iterations,
         **remaining(masks),
@@ -232,14 +243,17 @@ def run(config, progress=print, dataset=None):
     """
     check(config)
     run_dir = RunDir.for_config(config)
-    run_dir.check(config)
-    experiment = setup(config, dataset)
-    try:
-        run_dir.create(config, experiment.dataset_info())
-        with writing_errors_explained(run_dir.path):
-            return _rounds(experiment, run_dir, progress)
-    finally:
-        run_dir.unlock()
+    with damage_explained(run_dir):
+        run_dir.check(config)
+        if run_dir.is_run():
+            run_dir.verify_complete_rounds()
+        experiment = setup(config, dataset)
+        try:
+            run_dir.create(config, experiment.dataset_info())
+            with writing_errors_explained(run_dir.path):
+                return _rounds(experiment, run_dir, progress)
+        finally:
+            run_dir.unlock()
 
 
 def _rounds(experiment, run_dir, progress):
@@ -249,21 +263,35 @@ def _rounds(experiment, run_dir, progress):
     for r in range(config.rounds):
         saved = run_dir.round_complete(r)
         if saved:
-            metrics = read_json(run_dir.metrics_path(r))
+            metrics = run_dir.read_metrics(r)
         else:
             try:
-                metrics = _main_round(experiment, run_dir, r, theta0)
+                metrics = _main_round(experiment, run_dir, r, theta0, progress)
             except training.Diverged as e:
                 raise errors.LotteryError(
                     f"round {r} diverged: {e}; rounds before it are intact. Change the "
                     "hyperparameters (e.g. --learning_rate) and rerun with "
                     "--allow_changed_hyperparameters"
                 ) from None
+            except errors.Interrupted as e:
+                raise errors.Interrupted(f"round {r}, {e.where}") from None
             tensorboard.write_round(run_dir, metrics)
         results.append(metrics)
-        run_dir.write_summary([summary_row(m) for m in results])
+        if not saved:
+            run_dir.write_summary([summary_row(m) for m in results])
         progress(format_round(metrics, config.rounds) + (" [saved]" if saved else ""))
+    # Rewritten only when it differs (a finished run's rerun writes nothing).
+    run_dir.write_summary([summary_row(m) for m in results])
     return results
+
+
+@contextlib.contextmanager
+def damage_explained(directory):
+    """A damaged file as one line that says what to do about it."""
+    try:
+        yield
+    except storage.DamagedFileError as e:
+        raise errors.LotteryError(f"{e}: {directory.recovery_advice(e.path)}") from None
 
 
 @contextlib.contextmanager
@@ -284,23 +312,26 @@ def writing_errors_explained(path):
 
 def _theta0(run_dir, experiment):
     """θ0 from the run directory, or the fresh model's weights saved there."""
-    if os.path.exists(run_dir.theta0_path):
+    if is_recorded(run_dir.theta0_path):
         return read_arrays(run_dir.theta0_path)
     theta0 = experiment.current_weights()
     write_arrays(run_dir.theta0_path, theta0)
     return theta0
 
 
-def _main_round(experiment, run_dir, r, theta0):
+def _main_round(experiment, run_dir, r, theta0, progress=print):
     config = experiment.config
     if r == 0:
         masks = dense_masks(experiment)
         run_dir.round(0).write_masks(masks)
-    else:
+    elif is_recorded(run_dir.mask_path(r)):
         masks = run_dir.load_masks(r)
+    else:
+        masks = _recompute_masks(experiment, run_dir, r, theta0)
+    pruner = _round_pruner(experiment, r)
     result = train(
         experiment, masks, _start_point(experiment, run_dir, r, theta0), round_seed(config.seed, r),
-        _round_pruner(experiment, r),
+        pruner,
         snapshot_at=config.rewind_iteration if r == 0 else 0,
         entry=run_dir.round(r),
     )
@@ -308,7 +339,42 @@ def _main_round(experiment, run_dir, r, theta0):
     if result.snapshot is not None:
         write_arrays(run_dir.rewind_path, result.snapshot)
     run_dir.save_round(r, result.weights, metrics, next_masks=result.next_masks)
+    if pruner is not None:
+        stopped = [name for name in masks if pruner.fractions[name] > 0
+                   and np.count_nonzero(result.next_masks[name]) == np.count_nonzero(masks[name])]
+        if stopped:
+            progress(f"round {r}: pruning has stopped for {', '.join(stopped)}: the rate times "
+                     "their surviving weights rounds to 0 weights (round-half-up); later rounds "
+                     "train the same mask there")
     return metrics
+
+
+def _recompute_masks(experiment, run_dir, r, theta0):
+    """Round r's masks, recomputed from round r - 1 (they were lost or deleted).
+
+    Pruning is a pure function of round r - 1's trained weights, masks and
+    start point, so the masks are the ones round r - 1 chose.
+    """
+    previous = r - 1
+    if not run_dir.round_complete(previous) or not is_recorded(run_dir.weights_path(previous)):
+        raise errors.LotteryError(
+            f"run directory {run_dir.path} is damaged: {run_dir.mask_path(r)} is missing and round "
+            f"{previous} cannot recompute it (its weights are missing): delete "
+            f"{run_dir.round_dir(previous)} and rerun the same command"
+        )
+    pruner = _round_pruner(experiment, previous)
+    if pruner is None:
+        raise errors.LotteryError(f"round {previous} of {run_dir.path} prunes nothing; no round {r}")
+    trained = run_dir.read_weights(previous)
+    start = _start_point(experiment, run_dir, previous, theta0)
+    masks = run_dir.load_masks(previous)
+    next_masks = pruner(PruningContext(
+        masks=masks,
+        trained={name: trained[f"{name}/kernel"] for name in masks},
+        init={name: start[f"{name}/kernel"] for name in masks},
+    ))
+    run_dir.round(r).write_masks(next_masks)
+    return next_masks
 
 
 def _start_point(experiment, run_dir, r, theta0):

@@ -25,7 +25,18 @@ TEMP_PREFIX = ".tmp-"
 
 
 class DamagedFileError(errors.LotteryError):
-    """A file whose bytes do not match its manifest checksum."""
+    """A file whose bytes do not match its manifest checksum.
+
+    `path` names the file; what to do about it depends on what the file is,
+    which the run directory knows (`RunDir.recovery_advice`).
+    """
+
+    def __init__(self, message, path):
+        super().__init__(message)
+        self.path = path
+
+# Storage writes only these; a directory that lost its manifest adopts them.
+_ADOPTED_SUFFIXES = (".json", ".npz", ".csv")
 
 
 def _write_file(path, data):
@@ -65,7 +76,26 @@ def _read_manifest(manifest):
         with open(manifest) as f:
             return json.load(f)
     except (OSError, ValueError):
-        raise DamagedFileError(f"{manifest} is damaged (not valid JSON); it cannot vouch for its files") from None
+        raise DamagedFileError(
+            f"{manifest} is damaged (not valid JSON); it cannot vouch for its files", manifest) from None
+
+
+def _adopted_entries(directory, skip):
+    """Checksums of the files already in a directory that has no manifest.
+
+    A manifest that was deleted (a recovery step) must not turn the complete
+    files beside it into "never completely written" ones: every file under a
+    real name was renamed into place whole, so it is recorded as it is.
+    """
+    entries = {}
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if (name == skip or name == MANIFEST or name.startswith(TEMP_PREFIX)
+                or not name.endswith(_ADOPTED_SUFFIXES) or not os.path.isfile(path)):
+            continue
+        with open(path, "rb") as f:
+            entries[name] = hashlib.sha256(f.read()).hexdigest()
+    return entries
 
 
 def _atomic_write(path, data):
@@ -73,7 +103,9 @@ def _atomic_write(path, data):
     try:
         _write_file(path, data)
         manifest = _manifest_path(path)
-        entries = _read_manifest(manifest) or {}
+        entries = _read_manifest(manifest)
+        if entries is None:
+            entries = _adopted_entries(os.path.dirname(path) or ".", os.path.basename(path))
         entries[os.path.basename(path)] = hashlib.sha256(data).hexdigest()
         _write_file(manifest, (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode())
     except OSError as e:
@@ -95,13 +127,23 @@ def _read_checked(path):
     if entries is not None:
         expected = entries.get(os.path.basename(path))
         if expected is None:
-            raise DamagedFileError(f"{path} is not in its directory's {MANIFEST}: it was never completely written")
+            raise DamagedFileError(
+                f"{path} is not in its directory's {MANIFEST}: it was never completely written", path)
         if hashlib.sha256(data).hexdigest() != expected:
             raise DamagedFileError(
-                f"{path} is damaged (checksum mismatch: truncated or altered); it was not used. "
-                "Delete it (and its round) to have it recomputed"
-            )
+                f"{path} is damaged (checksum mismatch: truncated or altered); it was not used", path)
     return data
+
+
+def verify_directory(directory):
+    """Checks every file the directory's manifest records that is present.
+
+    Raises `DamagedFileError` for the first one whose bytes do not match.
+    """
+    entries = _read_manifest(os.path.join(directory, MANIFEST)) or {}
+    for name in sorted(entries):
+        if os.path.exists(os.path.join(directory, name)):
+            _read_checked(os.path.join(directory, name))
 
 
 def write_json(path, value):
@@ -112,7 +154,7 @@ def read_json(path):
     try:
         return json.loads(_read_checked(path))
     except ValueError:
-        raise DamagedFileError(f"{path} is damaged (not valid JSON)") from None
+        raise DamagedFileError(f"{path} is damaged (not valid JSON)", path) from None
 
 
 def write_arrays(path, arrays):
@@ -127,9 +169,7 @@ def read_arrays(path):
         with np.load(io.BytesIO(data), allow_pickle=False) as f:
             return {name: f[name] for name in f.files}
     except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise DamagedFileError(f"{path} is damaged ({e})") from None
-
-
+        raise DamagedFileError(f"{path} is damaged ({e})", path) from None
 
 
 def write_text(path, text):

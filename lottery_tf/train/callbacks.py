@@ -52,8 +52,10 @@ class LotteryCallback(keras.callbacks.Callback):
         self._restore = restore
         self._batch = batch
         self.next_masks = None
+        self.began = False
 
     def on_train_begin(self, logs=None):
+        self.began = True
         layers = {layer.name: layer for layer in masked_layers(self.model)}
         masked_kernels = {}
         for name, layer in layers.items():

@@ -6,7 +6,11 @@ the same examples in every run, on any machine. Images are kept as uint8 in
 the cache and scaled to float32 in [0, 1] a whole batch at a time.
 """
 
+import contextlib
 import dataclasses
+import io
+import os
+import re
 import socket
 import urllib.parse
 
@@ -97,15 +101,76 @@ def _prepare(builder, data_dir, manual_dir):
                 "the prepared data, or --manual_dir with the original files"
             )
         config = tfds.download.DownloadConfig()
+    created = _missing_dirs(data_dir or builder.data_dir_root)
     try:
-        builder.download_and_prepare(download_config=config)
+        with _no_progress_bars():
+            builder.download_and_prepare(download_config=config)
+    except tfds.core.download.download_manager.NonMatchingChecksumError as e:
+        _remove_empty(created)
+        raise errors.LotteryError(_checksum_message(builder.name, manual_dir, e)) from None
     except (OSError, AssertionError, ValueError) as e:
+        _remove_empty(created)
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise errors.LotteryError(
             f"could not prepare dataset {builder.name!r} in {where} "
             f"(--data_dir) from {manual_dir or 'the network'} (--manual_dir): "
             f"{first_line}"
         ) from None
+
+
+def _checksum_message(name, manual_dir, error):
+    """One line: which file, which checksums, what to do."""
+    text = str(error)
+    path = re.search(r"downloaded to (\S+?), has wrong checksum", text)
+    expected = re.search(r"Expected: UrlInfo\(size=([^,]+), checksum='(\w+)'", text)
+    got = re.search(r"Got: UrlInfo\(size=([^,]+), checksum='(\w+)'", text)
+    if not (path and expected and got):
+        return f"could not prepare dataset {name!r}: {text.strip().splitlines()[0]}"
+    return (
+        f"{path.group(1)} is not the file TFDS registered for dataset {name!r}: SHA-256 "
+        f"{got.group(2)} ({got.group(1)}), expected {expected.group(2)} ({expected.group(1)}); "
+        f"put the original, unmodified download in --manual_dir={manual_dir} (recompressed "
+        "or re-exported archives differ byte for byte)"
+    )
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """TFDS draws progress bars per file and split on stderr, and prints what
+    it prepares: kept only when preparing succeeds (a failure is one line)."""
+    tfds.disable_progress_bar()
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):
+            yield
+        print(said.getvalue(), end="", flush=True)
+    finally:
+        tfds.enable_progress_bar()
+
+
+def _missing_dirs(root):
+    """`root` and the directories above it that do not exist yet (deepest first)."""
+    missing = []
+    path = os.path.abspath(root)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def _remove_empty(created):
+    """After a failed prepare: removes the directories it left empty.
+
+    TFDS makes `downloads/extracted` and the dataset's directory before it
+    reads a file; a failure leaves nothing else behind, so empty trees go.
+    Directories that existed before (`created` lists the new roots) stay.
+    """
+    for root in created[:1]:
+        for directory, _, _ in sorted(os.walk(root, topdown=False), reverse=True):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
 
 
 def _image_label_keys(builder):

@@ -58,14 +58,15 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
     if verbose is not None:
         overrides["verbose"] = verbose
     branch = branch_class(main, dataclasses.replace(config, **overrides), seed, rounds, targets)
-    branch.keys()  # Refuses a bad request before anything is written.
-    branch_dir = main.branch(branch.name())
-    branch_dir.lock()
-    try:
-        with runner.writing_errors_explained(branch_dir.path):
-            return branch.run(branch_dir, dataset, progress)
-    finally:
-        branch_dir.unlock()
+    with runner.damage_explained(main):
+        branch.keys()  # Refuses a bad request before anything is written.
+        branch_dir = main.branch(branch.name())
+        branch_dir.lock()
+        try:
+            with runner.writing_errors_explained(branch_dir.path):
+                return branch.run(branch_dir, dataset, progress)
+        finally:
+            branch_dir.unlock()
 
 
 def series():

@@ -114,7 +114,10 @@ class Branch:
             if saved:
                 metrics = entry.read_metrics()
             else:
-                metrics = self._train_entry(experiment, entry, key, start)
+                try:
+                    metrics = self._train_entry(experiment, entry, key, start)
+                except errors.Interrupted as e:
+                    raise errors.Interrupted(f"{branch_dir.name} {entry.name}, {e.where}") from None
                 tensorboard.write_round(branch_dir, metrics, step=self.step(key), name=entry.name)
             results.append(metrics)
             label = f"{branch_dir.name} {entry.name}"
