@@ -1,7 +1,12 @@
-"""Test set-up: two logical CPU devices, and TFDS mock data helpers.
+"""Test set-up: two logical CPU devices, TFDS mock data, the tiny configuration
+every training test shares, and an in-process runner for the `lottery-tf` CLI.
 
 The logical devices must exist before TensorFlow initializes its runtime, so
 they are configured here, before any test module builds a tensor.
+
+Tests live in one directory per package (tests/nn, tests/pruning, ...);
+`from conftest import ...` works from each of them (pytest puts this
+directory on sys.path), and test file basenames are unique across them.
 """
 
 import contextlib
@@ -55,19 +60,44 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in items if item.name != "test_session"]
 
 
-def run_absl_main(main, program, args):
-    """Runs an absl `main` in-process on `args`; returns (exit status, stdout, stderr)."""
-    from absl import flags
+# --- The tiny configuration ---------------------------------------------------------
 
-    flag_values = flags.FLAGS
-    flag_values.unparse_flags()
+# Small enough for seconds per run on two cores, big enough to prune. Training
+# length, rounds and anything else a test depends on are passed explicitly.
+TINY = dict(eval_every=10, validation_size=60, batch_size=16, steps_per_execution=5, verbose=0)
+
+
+def tiny_config(**overrides):
+    """A `Config` of TINY's values updated with `overrides` (iterations, rounds, ...)."""
+    from lottery_tf.config import Config
+
+    return Config(**{**TINY, **overrides})
+
+
+def tiny_flags(**overrides):
+    """TINY (updated with `overrides`) as `lottery-tf` command-line flags."""
+    return [f"--{name}={value}" for name, value in {**TINY, **overrides}.items()]
+
+
+TINY_FLAGS = tiny_flags()
+
+
+# --- The command line, in-process -----------------------------------------------------
+
+
+def run_cli(args, program="lottery-tf"):
+    """Runs `lottery-tf ARGS` in-process through the dispatcher (`lottery_tf.cli.main.run`).
+
+    Returns (exit status, stdout, stderr). The dispatcher starts TensorFlow
+    with C++ stderr (fd 2) briefly muted; Python-level output is captured here.
+    """
+    from lottery_tf.cli import main as cli_main
+
     out, err = io.StringIO(), io.StringIO()
     status = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            main(flag_values([program] + list(args)))
+            cli_main.run([program] + list(args))
         except SystemExit as e:
-            status = e.code
-        finally:
-            flag_values.unparse_flags()
+            status = 0 if e.code is None else e.code
     return status, out.getvalue(), err.getvalue()

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from conftest import mock_tfds
+from conftest import mock_tfds, tiny_config
 from lottery_tf import config as config_lib
 from lottery_tf.cli import app, config_flags
 from lottery_tf.cli.train import TrainCommand
@@ -28,8 +28,6 @@ from lottery_tf.pruning.criteria.base import Criterion
 from lottery_tf.report import make_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(iterations=20, eval_every=10, validation_size=60, batch_size=16,
-            steps_per_execution=5, verbose=0)
 
 
 class LargestFirst(Criterion):
@@ -59,7 +57,7 @@ class CriterionRecipeTest(tf.test.TestCase):
     def test_registered_criterion_drives_imp_rounds(self):
         path = os.path.join(self.get_temp_dir(), "run")
         with mock_tfds():
-            runner.run(Config(rounds=2, criterion="largest_first", output_dir=path, **TINY),
+            runner.run(tiny_config(iterations=20, rounds=2, criterion="largest_first", output_dir=path),
                        progress=lambda line: None)
         run = RunDir(path)
         trained, masks = run.read_weights(0), run.load_masks(1)
@@ -92,7 +90,7 @@ class BranchRecipeTest(tf.test.TestCase):
     def test_registered_branch_runs_resumes_and_reports(self):
         path = os.path.join(self.get_temp_dir(), "run")
         with mock_tfds():
-            runner.run(Config(rounds=2, output_dir=path, **TINY), progress=lambda line: None)
+            runner.run(tiny_config(iterations=20, rounds=2, output_dir=path), progress=lambda line: None)
             first = branches.run_branch(path, "other_data_order", seed=3, progress=lambda line: None)
             again = branches.run_branch(path, "other_data_order", seed=3, progress=lambda line: None)
         self.assertEqual(first, again)  # resumed: nothing retrained
@@ -183,7 +181,7 @@ class CommandRecipeTest(tf.test.TestCase):
         self.assertEqual(run("--who=nobody"), (2, "", "lottery-tf: error: --who=nobody: greet somebody\n"))
         code, out, _ = run("--help")
         self.assertEqual(code, 0)
-        self.assertIn("--who: Whom to greet. (default: 'world')", out)
+        self.assertIn("--who: Whom to greet. (default: world)", out)
         # A training flag is named as such, not just "unknown".
         self.assertEqual(run("--seed=3")[2],
                          "lottery-tf: error: --seed is a training flag; `lottery-tf hello` does not take it\n")

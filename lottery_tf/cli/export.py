@@ -69,6 +69,11 @@ class ExportCommand(app.Command):
             "else TFDS's default ($TFDS_DATA_DIR).", flag_values=fv)
         flags.DEFINE_integer("probe_size", 1000, "Test-set images in the probe batch.",
                              flag_values=fv)
+        flags.DEFINE_boolean(
+            "check_input_range", False,
+            "The SavedModel refuses images with values outside [0, 1] (raw 0-255 pixels give "
+            "confident wrong answers otherwise); NaN and infinite values are always refused.",
+            flag_values=fv)
         flags.DEFINE_float(
             "quantized_min_agreement", 1.0,
             "With --quantize: fraction of the probe's dataset images whose class id "
@@ -79,7 +84,7 @@ class ExportCommand(app.Command):
         """Refuses flag values that cannot work, before anything is read."""
         from lottery_tf.export import check_format, probe
 
-        check_format(fv.format, fv.quantize)
+        check_format(fv.format, fv.quantize, fv.check_input_range)
         probe.check_mode(fv.probe)
         if not 0.0 <= fv.quantized_min_agreement <= 1.0:
             raise errors.LotteryError(
@@ -103,7 +108,8 @@ class ExportCommand(app.Command):
         probe = export.probe_images(ticket, fv.probe, fv.probe_data_dir, fv.probe_size)
         export.export(ticket, output, fv.format, fv.quantize, fv.overwrite, probe,
                       progress=app.print_line, model=model,
-                      quantized_min_agreement=fv.quantized_min_agreement)
+                      quantized_min_agreement=fv.quantized_min_agreement,
+                      check_input_range=fv.check_input_range)
 
 
 if __name__ == "__main__":

@@ -26,16 +26,20 @@ from lottery_tf.export import probe as probes
 FORMATS = ("saved_model", "tflite")
 
 
-def check_format(fmt, quantize):
-    """Refuses a format this export does not write, or --quantize without TFLite."""
+def check_format(fmt, quantize, check_input_range=False):
+    """Refuses a format this export does not write, or options it does not take."""
     if fmt not in FORMATS:
         raise errors.LotteryError(f"--format={fmt} is not one of {', '.join(FORMATS)}")
     if quantize and fmt != "tflite":
         raise errors.LotteryError("--quantize applies to --format=tflite only")
+    if check_input_range and fmt != "saved_model":
+        raise errors.LotteryError("--check_input_range applies to --format=saved_model only "
+                                  "(TFLite has no assertion ops)")
 
 
 def export(ticket, output, fmt="saved_model", quantize=False, overwrite=False,
-           probe=None, progress=print, model=None, quantized_min_agreement=1.0):
+           probe=None, progress=print, model=None, quantized_min_agreement=1.0,
+           check_input_range=False):
     """Exports `ticket` to `output`; returns the ticket.json dict it wrote.
 
     Args:
@@ -49,11 +53,13 @@ def export(ticket, output, fmt="saved_model", quantize=False, overwrite=False,
       model: the ticket's masked Keras model, when already built.
       quantized_min_agreement: with `quantize`, the fraction of the probe's
         dataset class ids that must stay the same.
+      check_input_range: the SavedModel refuses pixels outside [0, 1] (it
+        always refuses NaN and infinite ones); TFLite models check nothing.
 
     Raises:
       errors.LotteryError: bad input or a failed verification; nothing written.
     """
-    check_format(fmt, quantize)
+    check_format(fmt, quantize, check_input_range)
     placement.check_output(output, overwrite)
     model = model or convert.keras_model(ticket)
     network = convert.network_from_model(model)
@@ -69,21 +75,31 @@ def export(ticket, output, fmt="saved_model", quantize=False, overwrite=False,
     storages = storage.storage_formats(compact)
     try:
         info = _write(ticket, output, fmt, quantize, overwrite, probe, compact, reports,
-                      storages, reference, quantized_min_agreement)
+                      storages, reference, quantized_min_agreement, check_input_range)
     except OSError as e:
         raise errors.LotteryError(
             f"writing {output} failed: {e.strerror or e}; nothing written") from None
+    except _tf_errors() as e:  # TensorFlow's own writes (disk full: ResourceExhaustedError)
+        first = (e.message or type(e).__name__).strip().splitlines()[0]
+        raise errors.LotteryError(f"writing {output} failed: {first}; nothing written") from None
     _report(info, reports, output, progress)
     return info
 
 
+def _tf_errors():
+    import tensorflow as tf
+
+    return tf.errors.OpError
+
+
 def _write(ticket, output, fmt, quantize, overwrite, probe, compact, reports, storages,
-           reference, quantized_min_agreement):
+           reference, quantized_min_agreement, check_input_range=False):
     """Writes, verifies and places the export; returns its ticket.json dict."""
     with placement.staging_dir(output) as tmp:
         sizes = {}
         if fmt == "saved_model":
-            serving.save_saved_model(serving.serving_module(compact, storage="auto"), tmp)
+            serving.save_saved_model(
+                serving.serving_module(compact, storage="auto", check_range=check_input_range), tmp)
             outputs = serving.run_saved_model(tmp, probe.images)
             verification = verify.verify(reference, outputs, probe, "the compact SavedModel")
             sizes["variables"] = serving.variable_bytes(tmp)
@@ -103,7 +119,7 @@ def _write(ticket, output, fmt, quantize, overwrite, probe, compact, reports, st
         sizes["nonzero_weight_bytes"] = 4 * nonzeros
         sizes["export_without_ticket_json"] = placement.tree_bytes(tmp)
         info = ticket_json.ticket_json(ticket, fmt, quantize, reports, storages, verification,
-                                       sizes)
+                                       sizes, check_input_range)
         ticket_json.write(ticket_path, info)
         placement.place(tmp, output, overwrite)
     return info

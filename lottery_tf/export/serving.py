@@ -142,7 +142,7 @@ def _shaped_reader(variable, shape):
     return read
 
 
-def serving_module(network, storage="auto", constants=False):
+def serving_module(network, storage="auto", constants=False, check_range=False):
     """(tf.Module, serve tf.function) running `network` with the serving contract.
 
     Args:
@@ -152,7 +152,13 @@ def serving_module(network, storage="auto", constants=False):
         stored densely the module holds plain per-layer variables (what any
         dense SavedModel holds); otherwise the storage is packed into one
         variable per dtype, and runtime tensors are built when it is loaded.
-      constants: tensors as graph constants (for TFLite conversion).
+      constants: tensors as graph constants (for TFLite conversion, which has
+        no assertion ops: a TFLite model checks nothing of its input).
+      check_range: also refuse pixels outside [0, 1] (e.g. raw 0-255 values).
+
+    Non-finite input (NaN, ±inf) is always refused with an error naming it
+    (unless `constants`): a served model must not turn invalid input into a
+    plausible answer.
 
     A packed module can only run once saved and loaded again: its runtime
     variables are empty until the loader fills them.
@@ -199,6 +205,17 @@ def serving_module(network, storage="auto", constants=False):
     def serve(image):
         # Loaded signatures do not check shapes at run time: say it clearly here.
         x = tf.ensure_shape(image, spec.shape, name="check_image_shape")
+        if not constants:
+            x = tf.debugging.assert_all_finite(
+                x, "image holds NaN or infinite values; send finite pixel values / 255")
+        if check_range:
+            with tf.control_dependencies([
+                tf.debugging.assert_greater_equal(
+                    x, 0.0, message="image values must be in [0, 1] (pixel values / 255)"),
+                tf.debugging.assert_less_equal(
+                    x, 1.0, message="image values must be in [0, 1] (pixel values / 255)"),
+            ]):
+                x = tf.identity(x)
         for call in calls:
             x = call(x)
         return {

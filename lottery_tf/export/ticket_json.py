@@ -19,7 +19,8 @@ def _versions():
             "tf_keras": tf_keras.__version__}
 
 
-def ticket_json(ticket, fmt, quantize, reports, storages, verification, sizes):
+def ticket_json(ticket, fmt, quantize, reports, storages, verification, sizes,
+                check_input_range=False):
     """The ticket.json dict: source round, signature, accuracy, sparsity per layer,
     verification figures and sizes."""
     masks = ticket.masks
@@ -50,7 +51,8 @@ def ticket_json(ticket, fmt, quantize, reports, storages, verification, sizes):
         "signature": {
             "name": "serving_default",
             "inputs": {"image": {"dtype": "float32", "shape": shape,
-                                 "range": "[0, 1]: pixel values / 255"}},
+                                 "range": "[0, 1]: pixel values / 255",
+                                 "refused": _refused(fmt, check_input_range)}},
             "outputs": {
                 "logits": {"dtype": "float32", "shape": [None, int(ticket.dataset["num_classes"])]},
                 "probabilities": {"dtype": "float32",
@@ -77,3 +79,10 @@ def write(path, info):
     with open(path, "w") as f:
         json.dump(info, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def _refused(fmt, check_input_range):
+    """What the served model refuses with an error (TFLite: nothing)."""
+    if fmt != "saved_model":
+        return []
+    return ["non-finite values (NaN, ±inf)"] + (["values outside [0, 1]"] if check_input_range else [])

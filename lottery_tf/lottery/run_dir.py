@@ -428,6 +428,9 @@ class RunDir(_LockedDir):
         path = os.path.abspath(path)
         inside = os.path.relpath(path, os.path.abspath(self.path)).split(os.sep)
         name = inside[-1]
+        if name == storage.MANIFEST:
+            return (f"delete {path} and rerun the same command: the files beside it are then "
+                    "taken as they are and recorded anew")
         if inside[0] == BRANCHES and len(inside) > 2:
             branch = self.branch(inside[1])
             if len(inside) > 3:
@@ -443,9 +446,6 @@ class RunDir(_LockedDir):
             return (f"delete {self.round_dir(r)} and rerun the same command: round {r} is "
                     "trained again" + (f" (its masks are recomputed from round {r - 1})" if r else "")
                     + "; with --deterministic the result is bitwise the same")
-        if name == storage.MANIFEST:
-            return (f"delete {path} and rerun the same command: the files beside it are then "
-                    "taken as they are and recorded anew")
         if name in ("dataset.json", "summary.csv", "hyperparameter_changes.json"):
             return f"delete {path} and rerun the same command: it is written again"
         if name == "theta0.npz":

@@ -1,10 +1,10 @@
 """How every file of a run is written and read: whole or not at all, checksummed.
 
-A write goes to a temp file, is fsynced and renamed into place, then its
-SHA-256 is recorded in the directory's MANIFEST.json (written the same way).
-Reads check it: a truncated or altered file is reported by name and never
-used, and a file the manifest does not list (the process died before
-recording it) counts as not written. Directories without a manifest (made
+A write goes to a temp file, is fsynced and renamed into place; its SHA-256
+is in the directory's MANIFEST.json (written the same way) before the rename,
+beside the replaced content's until the rename is done. Reads check it: a
+truncated or altered file is reported by name and never used, and a file the
+manifest does not list counts as not written. Directories without a manifest (made
 before lottery-tf 0.1 kept one) are read unchecked. Nothing is unpickled.
 Which file lives where is `run_dir.py`'s business, not this module's.
 """
@@ -39,7 +39,8 @@ class DamagedFileError(errors.LotteryError):
 _ADOPTED_SUFFIXES = (".json", ".npz", ".csv")
 
 
-def _write_file(path, data):
+def _stage(path, data):
+    """The bytes in a fsynced temp file beside `path`; returns its name."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     try:
@@ -47,13 +48,36 @@ def _write_file(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        faults.point("write")
+    except BaseException:
+        _discard(tmp)
+        raise
+    return tmp
+
+
+def _commit(tmp, path):
+    """Renames the staged temp file to `path` (atomic) and makes that durable."""
+    try:
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
-    fsync_path(directory)
+    fsync_path(os.path.dirname(path) or ".")
+
+
+def _discard(tmp):
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def _write_file(path, data):
+    """Writes `path` whole or not at all (no manifest: used for manifests)."""
+    tmp = _stage(path, data)
+    try:
+        faults.point("write")
+    except BaseException:
+        _discard(tmp)
+        raise
+    _commit(tmp, path)
 
 
 def fsync_path(path):
@@ -93,23 +117,60 @@ def _adopted_entries(directory, skip):
         if (name == skip or name == MANIFEST or name.startswith(TEMP_PREFIX)
                 or not name.endswith(_ADOPTED_SUFFIXES) or not os.path.isfile(path)):
             continue
-        with open(path, "rb") as f:
-            entries[name] = hashlib.sha256(f.read()).hexdigest()
+        entries[name] = _file_digest(path)
     return entries
 
 
+def _hashes(entry):
+    """The checksums a manifest entry accepts: one, or two while a file is replaced."""
+    if entry is None:
+        return []
+    return list(entry) if isinstance(entry, list) else [entry]
+
+
+def _write_manifest(manifest, entries):
+    _write_file(manifest, (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode())
+
+
 def _atomic_write(path, data):
-    """Writes `data` to `path` whole or not at all, then records its checksum."""
+    """Writes `data` to `path` whole or not at all, its checksum recorded.
+
+    The manifest learns the new checksum before the file changes and forgets
+    the old one after, so at any instant a kill leaves the file with a
+    content the manifest accepts: the old one, or the new one. Writing what
+    the file already holds (checked, not assumed) writes nothing.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    directory, name = os.path.dirname(path) or ".", os.path.basename(path)
+    manifest = os.path.join(directory, MANIFEST)
     try:
-        _write_file(path, data)
-        manifest = _manifest_path(path)
         entries = _read_manifest(manifest)
         if entries is None:
-            entries = _adopted_entries(os.path.dirname(path) or ".", os.path.basename(path))
-        entries[os.path.basename(path)] = hashlib.sha256(data).hexdigest()
-        _write_file(manifest, (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode())
+            entries = _adopted_entries(directory, name)
+        exists = os.path.exists(path)
+        if exists and entries.get(name) == digest and _file_digest(path) == digest:
+            return
+        tmp = _stage(path, data)
+        try:
+            faults.point("write")
+            entries[name] = (_hashes(entries.get(name)) if exists else []) + [digest]
+            if len(entries[name]) == 1:
+                entries[name] = digest
+            _write_manifest(manifest, entries)
+        except BaseException:
+            _discard(tmp)
+            raise
+        _commit(tmp, path)
+        if entries[name] != digest:
+            entries[name] = digest
+            _write_manifest(manifest, entries)
     except OSError as e:
         raise OSError(e.errno, e.strerror, path) from None
+
+
+def _file_digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def is_recorded(path):
@@ -129,7 +190,7 @@ def _read_checked(path):
         if expected is None:
             raise DamagedFileError(
                 f"{path} is not in its directory's {MANIFEST}: it was never completely written", path)
-        if hashlib.sha256(data).hexdigest() != expected:
+        if hashlib.sha256(data).hexdigest() not in _hashes(expected):
             raise DamagedFileError(
                 f"{path} is damaged (checksum mismatch: truncated or altered); it was not used", path)
     return data

@@ -7,15 +7,13 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from conftest import mock_tfds
+from conftest import mock_tfds, tiny_config
 from lottery_tf import errors
 from lottery_tf.lottery import branches
 from lottery_tf.lottery import runner
-from lottery_tf.config import Config
-from lottery_tf.lottery.run_dir import RunDir, read_arrays
-
-TINY = dict(iterations=30, eval_every=10, validation_size=60, batch_size=16,
-            steps_per_execution=5, verbose=0)
+from lottery_tf.lottery.branches.random_pruning import random_masks_like
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.lottery.storage import read_arrays
 
 
 def _main_line_digest(path):
@@ -36,7 +34,7 @@ class BranchesTest(tf.test.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="lottery_branches_")
         cls.run_path = os.path.join(cls.tmp, "run")
         with mock_tfds():
-            runner.run(Config(rounds=3, output_dir=cls.run_path, **TINY), progress=lambda line: None)
+            runner.run(tiny_config(iterations=30, rounds=3, output_dir=cls.run_path), progress=lambda line: None)
         cls.main_digest = _main_line_digest(cls.run_path)
 
     @classmethod
@@ -101,7 +99,7 @@ class BranchesTest(tf.test.TestCase):
 
     def test_random_masks_like_is_seeded(self):
         masks = {"a": (np.arange(20).reshape(4, 5) % 3 == 0).astype(np.float32)}
-        a = branches.random_masks_like(masks, [1, 2])["a"]
-        self.assertAllEqual(a, branches.random_masks_like(masks, [1, 2])["a"])
+        a = random_masks_like(masks, [1, 2])["a"]
+        self.assertAllEqual(a, random_masks_like(masks, [1, 2])["a"])
         self.assertEqual(a.sum(), masks["a"].sum())
-        self.assertNotAllClose(a, branches.random_masks_like(masks, [1, 3])["a"])
+        self.assertNotAllClose(a, random_masks_like(masks, [1, 3])["a"])

@@ -12,21 +12,24 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from conftest import mock_tfds
+from conftest import mock_tfds, tiny_config
 from lottery_tf import errors
-from lottery_tf.lottery import run_dir as run_dir_lib
-from lottery_tf.lottery import storage
 from lottery_tf.lottery import runner
-from lottery_tf.config import Config
-from lottery_tf.lottery.run_dir import RunDir, read_arrays, read_json
+from lottery_tf.lottery import storage
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.lottery.storage import read_arrays, read_json
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+# tests/, where conftest.py and mock_cli.py live.
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(TESTS)
 ROUNDS = 2
 ARGS = [f"--rounds={ROUNDS}", "--iterations=100", "--eval_every=25", "--checkpoint_every=50",
         "--validation_size=60", "--batch_size=16", "--verbose=0"]
-TINY = dict(iterations=40, eval_every=10, validation_size=60, batch_size=16,
-            steps_per_execution=5, verbose=0, checkpoint_every=20)
+
+
+def _tiny(**overrides):
+    """The tiny configuration these tests train: 40 iterations, a checkpoint every 20."""
+    return tiny_config(**{"iterations": 40, "checkpoint_every": 20, **overrides})
 
 
 def _cli(out_dir, fault=None, extra=()):
@@ -79,7 +82,7 @@ class CrashInjectionTest(tf.test.TestCase):
 
 class ExportCrashTest(tf.test.TestCase):
     def test_sigkill_during_export_leaves_no_export_and_a_rerun_completes(self):
-        from test_export import lenet_run
+        from export.helpers import lenet_run
 
         run_path = os.path.join(self.get_temp_dir(), "run")
         lenet_run(run_path)
@@ -99,7 +102,7 @@ class ExportCrashTest(tf.test.TestCase):
 class IntegrityTest(tf.test.TestCase):
     def _run(self, path, **overrides):
         with mock_tfds():
-            return runner.run(Config(output_dir=path, **dict(TINY, **overrides)), progress=lambda line: None)
+            return runner.run(_tiny(output_dir=path, **overrides), progress=lambda line: None)
 
     def test_truncated_or_altered_files_are_named_and_never_used(self):
         path = os.path.join(self.get_temp_dir(), "run")
@@ -133,7 +136,7 @@ class IntegrityTest(tf.test.TestCase):
     def test_disk_full_leaves_the_previous_state_valid_and_says_so(self):
         path = os.path.join(self.get_temp_dir(), "run")
         self._run(path, rounds=1)
-        original = storage._write_file
+        original = storage._stage
         calls = []
 
         def full_disk(target, data):
@@ -142,7 +145,7 @@ class IntegrityTest(tf.test.TestCase):
                 raise OSError(errno.ENOSPC, "No space left on device")
             return original(target, data)
 
-        with mock.patch.object(storage, "_write_file", full_disk):
+        with mock.patch.object(storage, "_stage", full_disk):
             with self.assertRaisesRegex(errors.LotteryError,
                                         r"could not write .*round_001/weights.npz: No space left on device; "
                                         "everything completed before is intact"):
@@ -157,7 +160,7 @@ class IntegrityTest(tf.test.TestCase):
         path = os.path.join(self.get_temp_dir(), "evil.npz")
         np.savez(path, a=np.array([{"x": 1}], dtype=object))
         with self.assertRaisesRegex(errors.LotteryError, "is damaged"):
-            run_dir_lib.read_arrays(path)
+            storage.read_arrays(path)
 
 
 class LockTest(tf.test.TestCase):
@@ -180,18 +183,18 @@ class DivergenceTest(tf.test.TestCase):
     def test_divergence_stops_with_round_and_iteration_and_resumes_only_explicitly(self):
         path = os.path.join(self.get_temp_dir(), "run")
         with mock_tfds():
-            runner.run(Config(output_dir=path, rounds=1, **TINY), progress=lambda line: None)
-            wild = Config(output_dir=path, rounds=2, learning_rate=1e30, allow_changed_hyperparameters=True, **TINY)
+            runner.run(_tiny(output_dir=path, rounds=1), progress=lambda line: None)
+            wild = _tiny(output_dir=path, rounds=2, learning_rate=1e30, allow_changed_hyperparameters=True)
             with self.assertRaisesRegex(errors.LotteryError,
                                         r"round 1 diverged: loss (nan|inf) by iteration \d+; rounds before it are intact"):
                 runner.run(wild, progress=lambda line: None)
             self.assertTrue(RunDir(path).round_complete(0))
             self.assertFalse(RunDir(path).round_complete(1))
-            tame = Config(output_dir=path, rounds=2, learning_rate=1e-3, **TINY)
+            tame = _tiny(output_dir=path, rounds=2, learning_rate=1e-3)
             with self.assertRaisesRegex(errors.LotteryError, "other hyperparameters: learning_rate=1e\\+30 \\(now 0.001\\)"):
                 runner.run(tame, progress=lambda line: None)
-            results = runner.run(Config(output_dir=path, rounds=2, learning_rate=1e-3,
-                                        allow_changed_hyperparameters=True, **TINY), progress=lambda line: None)
+            results = runner.run(_tiny(output_dir=path, rounds=2, learning_rate=1e-3,
+                                       allow_changed_hyperparameters=True), progress=lambda line: None)
         self.assertLen(results, 2)
         history = read_json(RunDir(path).changes_path)
         self.assertEqual([h["changes"] for h in history],
@@ -205,7 +208,7 @@ class DeterminismTest(tf.test.TestCase):
         for name in ("a", "b"):
             path = os.path.join(self.get_temp_dir(), name)
             with mock_tfds():
-                runs.append(runner.run(Config(output_dir=path, rounds=3, **TINY), progress=lambda line: None))
+                runs.append(runner.run(_tiny(output_dir=path, rounds=3), progress=lambda line: None))
         for a, b in zip(*runs):
             a, b = dict(a), dict(b)
             a.pop("wall_time_s"), b.pop("wall_time_s")

@@ -2,21 +2,18 @@ import os
 
 import tensorflow as tf
 
-from conftest import mock_tfds
+from conftest import mock_tfds, tiny_config
 from lottery_tf import errors
+from lottery_tf import report
+from lottery_tf.cli import train as cli_train
 from lottery_tf.lottery import branches
-from lottery_tf.cli import train as cli
-from lottery_tf.report import report
 from lottery_tf.lottery import runner
-from lottery_tf.config import Config
-
-TINY = dict(iterations=20, eval_every=10, validation_size=60, batch_size=16,
-            steps_per_execution=5, verbose=0)
+from lottery_tf.report import tables
 
 
 class AggregationTest(tf.test.TestCase):
     def test_stats(self):
-        self.assertEqual(report.stats([1, 2, 6]), (3.0, 1.0, 6.0))
+        self.assertEqual(tables.stats([1, 2, 6]), (3.0, 1.0, 6.0))
 
     def test_levels_are_matched_across_trials(self):
         def metrics(remaining, acc, iteration):
@@ -28,7 +25,7 @@ class AggregationTest(tf.test.TestCase):
              "random_reinit": {1: metrics(80, 0.96, 5000)}},
             {"imp": {0: metrics(100, 0.95, 6000), 1: metrics(80, 0.99, 2000)}},
         ]
-        rows = report.aggregate(runs)
+        rows = tables.aggregate(runs)
         self.assertEqual([(r["series"], r["level"], r["trials"]) for r in rows],
                          [("imp", 0, 2), ("imp", 1, 2), ("random_reinit", 1, 1)])
         self.assertAllClose(
@@ -41,7 +38,7 @@ class ReportEndToEndTest(tf.test.TestCase):
     def test_report_from_trials_and_branches(self):
         base = os.path.join(self.get_temp_dir(), "exp")
         with mock_tfds():
-            for config in cli.trial_configs(Config(rounds=3, output_dir=base, **TINY), 2):
+            for config in cli_train.trial_configs(tiny_config(iterations=20, rounds=3, output_dir=base), 2):
                 runner.run(config, progress=lambda line: None)
             branches.run_branch(os.path.join(base, "trial_0"), "random_reinit", progress=lambda line: None)
             branches.run_branch(os.path.join(base, "trial_0"), "one_shot", targets=[0.5],

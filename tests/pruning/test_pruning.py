@@ -2,19 +2,24 @@ import numpy as np
 import tensorflow as tf
 
 from lottery_tf import errors
-from lottery_tf.pruning import selection as pruning
-from lottery_tf.pruning import schedule
+from lottery_tf.pruning import Pruner, PruningContext, schedule
+from lottery_tf.pruning import selection
 
 
 def _round_half_up(x):
     return int(np.floor(x + 0.5))
 
 
+def _magnitude_prune(weights, mask, fraction):
+    """Magnitude pruning: the scores ranked are |w|."""
+    return selection.prune_lowest(np.abs(weights), mask, fraction)
+
+
 class MagnitudePruneTest(tf.test.TestCase):
     def test_removes_the_smallest_survivors(self):
         weights = np.array([[0.5, -0.1, 0.3], [-0.9, 0.2, 0.05]], np.float32)
         mask = np.array([[1, 1, 1], [1, 1, 0]], np.float32)
-        new = pruning.magnitude_prune(weights, mask, 0.4)  # 0.4 * 5 = 2
+        new = _magnitude_prune(weights, mask, 0.4)  # 0.4 * 5 = 2
         self.assertAllEqual(new, [[1, 0, 1], [1, 0, 0]])
         self.assertEqual(new.dtype, np.float32)
 
@@ -22,13 +27,13 @@ class MagnitudePruneTest(tf.test.TestCase):
         weights = np.arange(10, dtype=np.float32)
         mask = np.ones(10, np.float32)
         mask[[8, 9]] = 0  # the largest, already pruned
-        new = pruning.magnitude_prune(weights, mask, 0.25)
+        new = _magnitude_prune(weights, mask, 0.25)
         self.assertAllEqual(new, [0, 0, 1, 1, 1, 1, 1, 1, 0, 0])
 
     def test_ties_break_by_lower_flat_index(self):
         weights = np.full((3, 4), 0.7, np.float32)
         weights[1, 1] = -0.7
-        new = pruning.magnitude_prune(weights, np.ones((3, 4), np.float32), 0.5)
+        new = _magnitude_prune(weights, np.ones((3, 4), np.float32), 0.5)
         self.assertAllEqual(new.reshape(-1), [0] * 6 + [1] * 6)
 
     def test_exact_counts_over_rounds_per_group(self):
@@ -41,7 +46,7 @@ class MagnitudePruneTest(tf.test.TestCase):
             fractions = schedule.iterative_fractions(groups, rates)
             for _ in range(6):
                 weights = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
-                masks = pruning.STRATEGIES.get("layerwise")(weights, masks, fractions)
+                masks = Pruner("magnitude", "layerwise", fractions)(PruningContext(masks=masks, trained=weights))
                 for name in shapes:
                     alive[name] -= _round_half_up(rates[groups[name]] * alive[name])
                     self.assertEqual(int(masks[name].sum()), alive[name], (name, rates))
@@ -52,9 +57,9 @@ class MagnitudePruneTest(tf.test.TestCase):
 
     def test_rounding_is_robust_to_float_error(self):
         # 0.2 * 235200 is 47040.000000000004 in floating point.
-        self.assertEqual(pruning.count_to_prune(0.2, 235200), 47040)
-        self.assertEqual(pruning.count_to_prune(0.1, 15), 2)  # 1.5 rounds up
-        self.assertEqual(pruning.count_to_prune(0.2, 2), 0)
+        self.assertEqual(selection.count_to_prune(0.2, 235200), 47040)
+        self.assertEqual(selection.count_to_prune(0.1, 15), 2)  # 1.5 rounds up
+        self.assertEqual(selection.count_to_prune(0.2, 2), 0)
 
 
 class OneShotScheduleTest(tf.test.TestCase):

@@ -5,16 +5,17 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from conftest import mock_tfds
+from conftest import mock_tfds, tiny_config
+from lottery_tf.lottery import runner
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.lottery.storage import read_arrays
+from lottery_tf.nn import models
+from lottery_tf.nn.layers import masked_layers
 from lottery_tf.train import data
 from lottery_tf.train import distribute
-from lottery_tf.nn import models
-from lottery_tf.lottery import runner
 from lottery_tf.train import fit as training
+from lottery_tf.train import optimizers
 from lottery_tf.train.callbacks import LotteryCallback, model_weights
-from lottery_tf.config import Config
-from lottery_tf.nn.layers import masked_layers
-from lottery_tf.lottery.run_dir import RunDir, read_arrays
 
 
 class MirroredTest(tf.test.TestCase):
@@ -26,12 +27,13 @@ class MirroredTest(tf.test.TestCase):
             with strategy.scope():
                 model = models.build("lenet_300_100", dataset.input_shape, dataset.num_classes, seed=2)
                 self.assertFalse(training.jit_supported(strategy))
-                training.compile_model(model, training.make_optimizer("adam", 1e-3), jit_compile=False, steps_per_execution=5)
+                training.compile_model(model, optimizers.make_optimizer("adam", 1e-3), jit_compile=False, steps_per_execution=5)
             theta0 = {k: v.numpy() for k, v in model_weights(model).items()}
             rng = np.random.default_rng(0)
             masks = {l.name: (rng.random(l.kernel.shape) < 0.25).astype(np.float32)
                      for l in masked_layers(model)}
-            callback = LotteryCallback(theta0, masks, prune=lambda k, m: m)
+            # Pruning that keeps the masks: the pruning step runs, nothing changes.
+            callback = LotteryCallback(theta0, masks, prune=lambda context: context.masks)
             training.train_round(model, dataset.train(16, seed=0), dataset.validation, dataset.test,
                                  20, 10, [callback], verbose=0)
         for layer in masked_layers(model):
@@ -49,9 +51,7 @@ class MirroredTest(tf.test.TestCase):
 
     def test_runner_with_mirrored_strategy(self):
         out_dir = os.path.join(self.get_temp_dir(), "run")
-        config = Config(iterations=20, eval_every=10, validation_size=60, batch_size=16,
-                        steps_per_execution=5, verbose=0, rounds=2, output_dir=out_dir,
-                        distribution_strategy="mirrored")
+        config = tiny_config(iterations=20, rounds=2, output_dir=out_dir, distribution_strategy="mirrored")
         with mock_tfds():
             results = runner.run(config, progress=lambda line: None)
         self.assertAllClose(results[1]["remaining_pct"], 80.04, atol=0.01)

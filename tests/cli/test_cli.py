@@ -1,10 +1,12 @@
-"""The absl entry point: flagfiles end to end, and every bad input.
+"""The `lottery-tf` command line: flagfiles end to end, and every bad input.
 
 Bad inputs are checked in-process (fast) for message, exit status and that
 nothing is written; a few run as real subprocesses too, to see exactly what a
 user sees: one line on stderr, exit status 2, no traceback.
 """
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -14,17 +16,15 @@ from unittest import mock
 import tensorflow as tf
 from absl import flags
 
-from conftest import mock_tfds, run_absl_main
-from lottery_tf.cli import train as cli
-from lottery_tf.lottery.run_dir import RunDir, read_json
+from conftest import TINY_FLAGS, mock_tfds, run_cli
+from lottery_tf.cli import config_flags
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.lottery.storage import read_json
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = flags.FLAGS
-
-
-def run_cli(args):
-    """Runs the CLI in-process; returns (exit status, stdout, stderr)."""
-    return run_absl_main(cli.main, "lottery-tf", args)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The tiny configuration, 20 iterations a round.
+ARGS = TINY_FLAGS + ["--iterations=20"]
+STRATEGY_DEPRECATED = "lottery-tf: warning: --strategy is deprecated; use --distribution_strategy"
 
 
 def _tree(path):
@@ -34,10 +34,18 @@ def _tree(path):
     return sorted(found)
 
 
-TINY_FLAGS = [
-    "--iterations=20", "--eval_every=10", "--validation_size=60",
-    "--batch_size=16", "--verbose=0", "--steps_per_execution=5",
-]
+def _parse_flags(*args):
+    """The training flags `args` parse to, on a fresh FlagValues (nothing runs)."""
+    fv = flags.FlagValues()
+    config_flags.define(fv)
+    fv(["lottery-tf", *args])
+    return fv
+
+
+def _flagfile_config(name):
+    """The validated Config a shipped flagfile parses to."""
+    fv = _parse_flags(f"--flagfile={os.path.join(REPO, 'flags', name)}")
+    return config_flags.config_from_flags(fv).validate().check_choices()
 
 
 class CliEndToEndTest(tf.test.TestCase):
@@ -46,7 +54,7 @@ class CliEndToEndTest(tf.test.TestCase):
         flagfile = os.path.join(self.get_temp_dir(), "tiny.flags")
         with open(flagfile, "w") as f:
             f.write("# a tiny experiment\n--model=lenet_300_100\n--rounds=3\n")
-            f.write("\n".join(TINY_FLAGS) + f"\n--output_dir={out_dir}\n")
+            f.write("\n".join(ARGS) + f"\n--output_dir={out_dir}\n")
         with mock_tfds():
             status, out, err = run_cli([f"--flagfile={flagfile}"])
             self.assertEqual(status, 0, err)
@@ -76,10 +84,7 @@ class CliEndToEndTest(tf.test.TestCase):
             "conv6_cifar10.flags": dict(model="conv6", learning_rate=3e-4, iterations=30000, conv_rate=0.15),
         }
         for name, values in expected.items():
-            FLAGS.unparse_flags()
-            FLAGS(["lottery-tf", f"--flagfile={os.path.join(REPO, 'flags', name)}"])
-            config = cli.config_from_flags().validate()
-            FLAGS.unparse_flags()
+            config = _flagfile_config(name)
             for key, value in values.items():
                 self.assertEqual(getattr(config, key), value, (name, key))
             self.assertEqual(config.batch_size, 60, name)
@@ -92,16 +97,11 @@ class CliEndToEndTest(tf.test.TestCase):
                                            lr_drops="20000,25000"),
         }
         for name, values in deeper.items():
-            FLAGS.unparse_flags()
-            FLAGS(["lottery-tf", f"--flagfile={os.path.join(REPO, 'flags', name)}"])
-            config = cli.config_from_flags().validate()
-            FLAGS.unparse_flags()
+            config = _flagfile_config(name)
             for key, value in dict(values, momentum=0.9, weight_decay=1e-4, pruning_scope="global",
                                    global_rate=0.2, global_exclude="output").items():
                 self.assertEqual(getattr(config, key), value, (name, key))
-        FLAGS(["lottery-tf", f"--flagfile={os.path.join(REPO, 'flags', 'quickstart.flags')}"])
-        quick = cli.config_from_flags().validate()
-        FLAGS.unparse_flags()
+        quick = _flagfile_config("quickstart.flags")
         self.assertEqual((quick.model, quick.dataset), ("lenet_300_100", "mnist"))
         self.assertGreaterEqual(quick.rounds, 4)
 
@@ -110,8 +110,8 @@ BAD_INPUTS = [
     (["--model=lenet5"], "unknown model 'lenet5'; known: conv2, conv4, conv6, lenet_300_100, resnet20, vgg19"),
     (["--dataset=not_a_dataset"], "unknown dataset 'not_a_dataset'"),
     (["--optimizer=adagrad"], "unknown optimizer 'adagrad'; known: adam, sgd"),
-    (["--strategy=parameter_server"], "unknown strategy 'parameter_server'"),
-    (["--pruning_scope=random"], "unknown pruning scope 'random'; known: layerwise, global"),
+    (["--distribution_strategy=parameter_server"], "unknown strategy 'parameter_server'"),
+    (["--pruning_scope=random"], "unknown pruning scope 'random'; known: global, layerwise"),
     (["--global_rate=1"], "--global_rate=1.0 is outside [0, 1)"),
     (["--rewind_iteration=-1"], "--rewind_iteration=-1 must not be negative"),
     (["--rewind_iteration=20"], "--rewind_iteration=20 must be below --iterations=20"),
@@ -127,7 +127,7 @@ BAD_INPUTS = [
     (["--iterations=-5"], "give exactly one positive training length"),
     (["--iterations=0", "--epochs=0"], "give exactly one positive training length"),
     (["--eval_every=0"], "--eval_every=0 must be positive"),
-    (["--learning_rate=0"], "--learning_rate=0.0 must be positive"),
+    (["--learning_rate=0"], "--learning_rate=0.0 must be finite and positive"),
     (["--one_shot_sparsity=1.0"], "--one_shot_sparsity=1.0 is outside (0, 1)"),
     (["--one_shot_sparsity=-0.5"], "--one_shot_sparsity=-0.5 is outside (0, 1)"),
     (["--one_shot_sparsity=0.5", "--rounds=5"], "--one_shot_sparsity runs exactly 2 rounds"),
@@ -138,7 +138,7 @@ BAD_INPUTS = [
 class BadInputTest(tf.test.TestCase):
     def _assert_refused(self, args, message, out_dir):
         with mock_tfds():
-            status, out, err = run_cli(TINY_FLAGS + args + [f"--output_dir={out_dir}"])
+            status, out, err = run_cli(ARGS + args + [f"--output_dir={out_dir}"])
         self.assertEqual(status, 2, (args, err))
         self.assertEqual(err.count("\n"), 1, err)
         self.assertStartsWith(err, "lottery-tf: error: ")
@@ -181,7 +181,7 @@ class BadInputTest(tf.test.TestCase):
     def test_run_dir_with_other_hyperparameters(self):
         out_dir = os.path.join(self.get_temp_dir(), "run")
         with mock_tfds():
-            status, _, err = run_cli(TINY_FLAGS + [f"--output_dir={out_dir}"])
+            status, _, err = run_cli(ARGS + [f"--output_dir={out_dir}"])
         self.assertEqual(status, 0, err)
         before = {p: open(p, "rb").read() for p in _tree(out_dir)}
         err = self._assert_refused(["--seed=1", "--batch_size=8"], "other hyperparameters", out_dir)
@@ -200,6 +200,33 @@ class BadInputTest(tf.test.TestCase):
         self.assertEqual(err.count("\n"), 1, err)
         self.assertIn("--data_dir", err)
         self.assertIn("--manual_dir", err)
+        self.assertFalse(os.path.exists(out_dir))
+
+
+class DeprecatedFlagTest(tf.test.TestCase):
+    def test_old_strategy_flag_still_sets_the_strategy_with_a_one_line_notice(self):
+        fv = _parse_flags("--strategy=mirrored")
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            config = config_flags.config_from_flags(fv)
+        self.assertEqual(config.distribution_strategy, "mirrored")
+        self.assertEqual(err.getvalue(), STRATEGY_DEPRECATED + "\n")
+        # The new name wins when both are given.
+        fv = _parse_flags("--strategy=mirrored", "--distribution_strategy=default")
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.assertEqual(config_flags.config_from_flags(fv).distribution_strategy, "default")
+
+    def test_bad_value_under_the_old_name_is_the_notice_then_one_error_line(self):
+        out_dir = os.path.join(self.get_temp_dir(), "never")
+        with mock_tfds():
+            status, out, err = run_cli(ARGS + ["--strategy=parameter_server", f"--output_dir={out_dir}"])
+        self.assertEqual(status, 2, err)
+        lines = err.splitlines()
+        self.assertEqual(err.count("\n"), 2, err)
+        self.assertEqual(lines[0], STRATEGY_DEPRECATED)
+        self.assertStartsWith(lines[1], "lottery-tf: error: ")
+        self.assertIn("unknown strategy 'parameter_server'", lines[1])
+        self.assertEqual(out, "")
         self.assertFalse(os.path.exists(out_dir))
 
 

@@ -8,9 +8,11 @@ import sys
 
 import tensorflow as tf
 
-from lottery_tf.lottery.run_dir import RunDir, read_arrays, read_json
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.lottery.storage import read_arrays, read_json
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+# tests/, where conftest.py and mock_cli.py live.
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(TESTS)
 ARGS = [
     "--rounds=4", "--iterations=1500", "--eval_every=500", "--validation_size=60",

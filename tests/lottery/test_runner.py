@@ -5,32 +5,23 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from conftest import mock_tfds
+from conftest import mock_tfds, tiny_config
 from lottery_tf import errors
-from lottery_tf.train import data
-from lottery_tf.nn import models
-from lottery_tf.lottery import runner
-from lottery_tf.train import fit as training
-from lottery_tf.train.callbacks import LotteryCallback, model_weights
 from lottery_tf.config import Config
+from lottery_tf.lottery import runner
+from lottery_tf.lottery import storage
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.lottery.storage import read_arrays, read_json
+from lottery_tf.nn import models
 from lottery_tf.nn.layers import masked_layers
-from lottery_tf.lottery.run_dir import RunDir, read_arrays, read_json
-
-# Small enough for seconds per run on two cores, big enough to prune.
-TINY = dict(
-    iterations=30,
-    eval_every=10,
-    validation_size=60,
-    batch_size=16,
-    steps_per_execution=5,
-    verbose=0,
-)
+from lottery_tf.train import data
+from lottery_tf.train import fit as training
+from lottery_tf.train import optimizers
+from lottery_tf.train.callbacks import LotteryCallback, model_weights
 
 
 def _config(tmp, **overrides):
-    values = dict(TINY, output_dir=os.path.join(tmp, "run"))
-    values.update(overrides)
-    return Config(**values)
+    return tiny_config(**{"iterations": 30, "output_dir": os.path.join(tmp, "run"), **overrides})
 
 
 def _tree_digest(path):
@@ -136,7 +127,7 @@ class RoundMechanicsTest(tf.test.TestCase):
     def _model_and_data(self):
         dataset = data.load("mnist", validation_size=60)
         model = models.build("lenet_300_100", dataset.input_shape, dataset.num_classes, seed=5)
-        training.compile_model(model, training.make_optimizer("adam", 1e-3), jit_compile=True, steps_per_execution=5)
+        training.compile_model(model, optimizers.make_optimizer("adam", 1e-3), jit_compile=True, steps_per_execution=5)
         return model, dataset
 
     def test_round_start_restores_theta0_bitwise_under_the_mask(self):
@@ -181,10 +172,8 @@ class RunDirectoryTest(tf.test.TestCase):
         self.assertStartsWith(os.path.basename(a), "lenet_300_100_mnist_")
 
     def test_half_written_files_never_replace_good_ones(self):
-        from lottery_tf.lottery import run_dir as run_dir_lib
-
         path = os.path.join(self.get_temp_dir(), "m.json")
-        run_dir_lib.write_json(path, {"ok": 1})
+        storage.write_json(path, {"ok": 1})
 
         class Boom(Exception):
             pass
@@ -195,7 +184,7 @@ class RunDirectoryTest(tf.test.TestCase):
         os.fsync = failing_fsync
         try:
             with self.assertRaises(Boom):
-                run_dir_lib.write_json(path, {"ok": 2})
+                storage.write_json(path, {"ok": 2})
         finally:
             os.fsync = original
         self.assertEqual(read_json(path), {"ok": 1})
