@@ -32,8 +32,8 @@ def trial_configs(config, trials, trial_index=-1):
 
 class TrainCommand(app.Command):
     name = ""
-    summary = ("Finds lottery tickets: iterative magnitude pruning as rounds of model.fit, "
-               "written to a run directory that a rerun resumes.")
+    summary = ("Finds lottery tickets (the default command): rounds of model.fit with "
+               "iterative magnitude pruning, in a run directory that a rerun resumes.")
 
     def define_flags(self, fv):
         config_flags.define(fv)
