@@ -1,9 +1,16 @@
+import os
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
 
+from conftest import mock_tfds, tiny_config
+from lottery_tf.lottery import runner
+from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.lottery.storage import read_arrays
 from lottery_tf.nn.layers import CUSTOM_OBJECTS, MaskedConv2D, MaskedDense, masked_layers
+from lottery_tf.train import optimizers
 
 
 def _random_mask(shape, keep, seed):
@@ -16,12 +23,20 @@ def _tiny_model(layer, input_shape):
 
 
 class ZeroStaysZeroTest(tf.test.TestCase):
-    """Pruned weights stay exactly 0 through many optimizer steps."""
+    """Pruned weights stay exactly 0 through many optimizer steps.
+
+    The RAW kernel (`layer.kernel`, what `weights.npz` saves and the next
+    pruning reads), not `kernel * mask` (0 whatever training does): a round
+    starts with the kernel times its mask, and no optimizer step may move a
+    pruned position away from 0, under Adam, SGD with momentum, and with
+    (decoupled) weight decay, built as the runner builds them.
+    """
 
     def _train_and_check(self, layer, input_shape, optimizer):
         model = _tiny_model(layer, input_shape)
         mask = _random_mask(layer.kernel.shape, keep=0.3, seed=1)
         layer.mask.assign(mask)
+        layer.kernel.assign(layer.kernel * mask)  # as a round starts (LotteryCallback)
         model.compile(optimizer=optimizer, loss="mse")
         rng = np.random.default_rng(0)
         x = rng.normal(size=(64,) + input_shape).astype(np.float32)
@@ -32,9 +47,18 @@ class ZeroStaysZeroTest(tf.test.TestCase):
         pruned = mask == 0
         self.assertTrue(pruned.any() and (~pruned).any())
         self.assertAllEqual(effective[pruned], np.zeros(pruned.sum(), np.float32))
+        raw = layer.kernel.numpy()
+        self.assertAllEqual(raw[pruned], np.zeros(pruned.sum(), np.float32))
         # Training really happened on the survivors.
-        self.assertGreater(np.abs(layer.kernel.numpy() - before)[~pruned].max(), 1e-4)
+        self.assertGreater(np.abs(raw - before)[~pruned].max(), 1e-4)
         self.assertAllEqual(layer.mask.numpy(), mask)
+
+    def _check_every_optimizer(self, make_layer, input_shape):
+        for name, momentum, weight_decay in (("adam", 0.0, 0.0), ("adam", 0.0, 1e-2),
+                                             ("sgd", 0.9, 0.0), ("sgd", 0.9, 1e-2)):
+            with self.subTest(optimizer=name, momentum=momentum, weight_decay=weight_decay):
+                self._train_and_check(make_layer(), input_shape,
+                                      optimizers.make_optimizer(name, 1e-2, momentum, weight_decay))
 
     def test_dense_adam(self):
         self._train_and_check(MaskedDense(7), (5,), keras.optimizers.Adam(1e-2))
@@ -55,6 +79,31 @@ class ZeroStaysZeroTest(tf.test.TestCase):
             (6, 6, 2),
             keras.optimizers.SGD(1e-2, momentum=0.9),
         )
+
+    def test_dense_every_optimizer_with_and_without_weight_decay(self):
+        self._check_every_optimizer(lambda: MaskedDense(7), (5,))
+
+    def test_conv_every_optimizer_with_and_without_weight_decay(self):
+        self._check_every_optimizer(lambda: MaskedConv2D(3, 3, padding="same"), (6, 6, 2))
+
+    def test_resnet20_sgd_momentum_weight_decay_saves_exact_zeros(self):
+        # A whole run as the paper trains ResNet-20: the saved kernels of round 1
+        # are exactly 0 wherever round 1's mask is.
+        path = os.path.join(self.get_temp_dir(), "resnet")
+        with mock_tfds():
+            runner.run(tiny_config(model="resnet20", iterations=5, rounds=2, eval_every=5, batch_size=8, jit_compile=False,
+                                   optimizer="sgd", learning_rate=0.05, momentum=0.9, weight_decay=1e-4,
+                                   output_dir=path),
+                       progress=lambda line: None)
+        run = RunDir(path)
+        masks, weights = run.load_masks(1), read_arrays(run.weights_path(1))
+        self.assertLen(masks, 22)  # 21 convolutions and the output layer
+        for name, mask in masks.items():
+            kernel = weights[f"{name}/kernel"]
+            pruned = mask == 0
+            self.assertTrue(pruned.any(), name)
+            self.assertAllEqual(kernel[pruned], np.zeros(pruned.sum(), np.float32), name)
+            self.assertTrue(np.all(kernel[~pruned] != 0), name)
 
     def test_forward_equals_plain_layer_with_masked_kernel(self):
         masked = MaskedConv2D(4, 3, padding="same", activation="relu")

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from conftest import mock_tfds, tiny_config
 from lottery_tf.lottery import runner
-from lottery_tf.pruning import Pruner, PruningContext, schedule
+from lottery_tf.pruning import Pruner, PruningContext, schedule, selection
 
 
 def _global_magnitude(weights, masks, fractions):
@@ -37,6 +37,34 @@ class GlobalPruningTest(tf.test.TestCase):
         new = _global_magnitude(weights, masks, {"a": 0.5, "b": 0.5})
         self.assertAllEqual(new["a"], [0, 0, 0])
         self.assertAllEqual(new["b"], [1, 1, 1])
+
+    def test_thousands_of_global_ties_break_by_layer_then_flat_index(self):
+        global_ = selection.SCOPES.get("global")
+        rng = np.random.default_rng(7)
+        shapes = {"a": (50, 100), "b": (5000,), "c": (20, 25, 10)}
+        masks = {n: (rng.random(s) >= 0.2).astype(np.float32) for n, s in shapes.items()}
+        fractions = {"a": 0.4, "b": 0.4, "c": 0.4}
+        # 5000 equal scores in each layer: all of "a" goes before any of "b".
+        equal = {n: np.full(s, 0.5, np.float32) for n, s in shapes.items()}
+        ones = {n: np.ones(s, np.float32) for n, s in shapes.items()}
+        new = global_(equal, ones, {"a": 0.5, "b": 0.5, "c": 0.5})
+        self.assertAllEqual(new["a"], np.zeros(shapes["a"]))
+        self.assertEqual(np.flatnonzero(new["b"] == 0).tolist(), list(range(2500)))
+        self.assertAllEqual(new["c"], np.ones(shapes["c"]))
+        # Three score levels tied within and across layers; the cut falls inside a level.
+        for scores in (equal, {n: (rng.integers(0, 3, size=s) * 0.5).astype(np.float32)
+                               for n, s in shapes.items()}):
+            new = global_(scores, masks, fractions)
+            alive = [(scores[n].reshape(-1)[i], order, i) for order, n in enumerate(shapes)
+                     for i in np.flatnonzero(masks[n])]
+            k = selection.count_to_prune(0.4, len(alive))
+            want = {n: [] for n in shapes}
+            for _, order, i in sorted(alive)[:k]:  # lowest score, then layer order, then index
+                want[list(shapes)[order]].append(i)
+            for order, n in enumerate(shapes):
+                pruned = np.flatnonzero((masks[n] - new[n]).reshape(-1))
+                self.assertEqual(pruned.tolist(), sorted(int(i) for i in want[n]), n)
+                self.assertAllEqual(new[n][masks[n] == 0], np.zeros(int((masks[n] == 0).sum())))
 
     def test_global_one_shot_hits_the_target(self):
         groups = {"fc1": "fc", "fc2": "fc", "output": "output"}

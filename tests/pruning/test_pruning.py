@@ -36,6 +36,30 @@ class MagnitudePruneTest(tf.test.TestCase):
         new = _magnitude_prune(weights, np.ones((3, 4), np.float32), 0.5)
         self.assertAllEqual(new.reshape(-1), [0] * 6 + [1] * 6)
 
+    def test_thousands_of_ties_break_by_lower_flat_index(self):
+        # Thousands of tied scores: an unstable sort shows here, not with a dozen.
+        rng = np.random.default_rng(13)
+        shape = (50, 100)
+        mask = (rng.random(shape) >= 0.1).astype(np.float32)  # some already pruned
+        alive = np.flatnonzero(mask)
+        cases = {
+            # 5000 equal scores: the first k surviving flat indices go.
+            "all equal": np.full(shape, 0.25, np.float32),
+            # Four score levels of ~1250 tied weights each; the cut falls inside a level.
+            "four levels": (rng.integers(0, 4, size=shape) * 0.25).astype(np.float32),
+        }
+        for case, scores in cases.items():
+            for fraction in (0.3, 0.5):
+                new = selection.prune_lowest(scores, mask, fraction)
+                k = selection.count_to_prune(fraction, alive.size)
+                flat = scores.reshape(-1)
+                want = sorted(alive, key=lambda i: (flat[i], i))[:k]  # lowest score, then lowest index
+                pruned = np.flatnonzero((mask - new).reshape(-1))
+                self.assertEqual(pruned.tolist(), sorted(int(i) for i in want), (case, fraction))
+                self.assertAllEqual(new.reshape(-1)[mask.reshape(-1) == 0], np.zeros(mask.size - alive.size))
+                if case == "all equal":
+                    self.assertEqual(pruned.tolist(), alive[:k].tolist())
+
     def test_exact_counts_over_rounds_per_group(self):
         rng = np.random.default_rng(0)
         shapes = {"conv1": (3, 3, 1, 8), "fc1": (784, 300), "fc2": (300, 100), "output": (100, 10)}
