@@ -1,9 +1,11 @@
 """Rewinding (late resetting): the rewind point and rounds starting from it (from test_extensions)."""
 
 import os
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from conftest import mock_tfds, tiny_config
 from lottery_tf.lottery import runner
@@ -33,6 +35,38 @@ class RewindTest(tf.test.TestCase):
         for key in rewind:
             self.assertAllEqual(rewind[key], ten[key], key)
         self.assertNotAllClose(rewind["fc1/kernel"], theta0["fc1/kernel"])
+
+    def test_round_1_of_a_rewind_run_starts_from_the_rewind_point(self):
+        # What the network holds when training begins, each round (after the
+        # round's own start-of-training restore): round 0 from θ0, round 1 from
+        # the rewind point (times its mask), never θ0 again.
+        starts = []
+
+        class RecordStart(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                starts.append({key: v.numpy() for key, v in model_weights(self.model).items()})
+
+        real_train_round = training.train_round
+
+        def train_round(model, train, validation, test, iterations, eval_every, callbacks, **kwargs):
+            return real_train_round(model, train, validation, test, iterations, eval_every,
+                                    list(callbacks) + [RecordStart()], **kwargs)
+
+        path = os.path.join(self.get_temp_dir(), "rewind")
+        with mock_tfds(), mock.patch.object(training, "train_round", train_round):
+            runner.run(tiny_config(iterations=30, rounds=2, rewind_iteration=10, output_dir=path),
+                       progress=lambda line: None)
+        run = RunDir(path)
+        theta0, rewind, mask = read_arrays(run.theta0_path), read_arrays(run.rewind_path), run.load_masks(1)
+        self.assertLen(starts, 2)
+        self.assertEqual(sorted(starts[1]), sorted(rewind))
+        for key, value in starts[0].items():
+            self.assertAllEqual(value, theta0[key], key)
+        for key, value in starts[1].items():
+            layer, _, kind = key.partition("/")
+            want = rewind[key] * mask[layer] if kind == "kernel" else rewind[key]
+            self.assertAllEqual(value, want, key)
+            self.assertNotAllClose(value, theta0[key] * mask[layer] if kind == "kernel" else theta0[key])
 
     def test_round_start_uses_the_rewind_weights(self):
         with mock_tfds():
