@@ -39,6 +39,9 @@ def run(argv=None):
     else:
         if len(argv) > 1 and argv[1] == "train":
             argv = argv[:1] + argv[2:]
+        elif len(argv) > 1 and not argv[1].startswith("-"):
+            app.fail(f"unknown command {argv[1]!r}; commands: {', '.join(COMMANDS)} "
+                     f"(`{app.PROGRAM} --help` lists them)")
         app.main(TrainCommand(), argv, commands=commands)
 
 

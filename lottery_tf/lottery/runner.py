@@ -340,8 +340,12 @@ def _main_round(experiment, run_dir, r, theta0, progress=print):
         write_arrays(run_dir.rewind_path, result.snapshot)
     run_dir.save_round(r, result.weights, metrics, next_masks=result.next_masks)
     if pruner is not None:
+        # Said once: in the first round whose pruning leaves a layer as it was.
+        before = run_dir.read_metrics(r - 1)["remaining_pct_by_layer"] if r else {}
+        now = metrics["remaining_pct_by_layer"]
         stopped = [name for name in masks if pruner.fractions[name] > 0
-                   and np.count_nonzero(result.next_masks[name]) == np.count_nonzero(masks[name])]
+                   and np.count_nonzero(result.next_masks[name]) == np.count_nonzero(masks[name])
+                   and before.get(name, 101.0) > now[name]]
         if stopped:
             progress(f"round {r}: pruning has stopped for {', '.join(stopped)}: the rate times "
                      "their surviving weights rounds to 0 weights (round-half-up); later rounds "

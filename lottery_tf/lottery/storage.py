@@ -35,6 +35,8 @@ class DamagedFileError(errors.LotteryError):
         super().__init__(message)
         self.path = path
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 # Storage writes only these; a directory that lost its manifest adopts them.
 _ADOPTED_SUFFIXES = (".json", ".npz", ".csv")
 
@@ -44,6 +46,9 @@ def _stage(path, data):
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     try:
+        # mkstemp makes the file private (0600); a run's files get the usual
+        # permissions (umask), so another user or job can read a shared run.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

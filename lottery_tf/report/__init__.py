@@ -29,6 +29,9 @@ from lottery_tf.report.tables import METRICS, aggregate, stats, write_tables  # 
 
 def find_runs(paths):
     """Run directories named in `paths`, expanding parents of trial_* dirs."""
+    if not paths:
+        raise errors.LotteryError("--runs is required: run directories, or parents of their "
+                                  "trial_* directories (e.g. --runs=runs/quickstart)")
     runs = []
     for path in paths:
         if RunDir(path).is_run():
@@ -67,7 +70,12 @@ def make_report(paths, report_dir, curve_rounds=(), title=""):
     config = RunDir(run_paths[0]).read_config()
     title = title or f"{config['model']} / {config['dataset']}"
     rows = aggregate(runs)
-    os.makedirs(report_dir, exist_ok=True)
-    write_tables(rows, report_dir)
-    plot(rows, runs, report_dir, title, list(curve_rounds))
+    try:
+        os.makedirs(report_dir, exist_ok=True)
+        write_tables(rows, report_dir)
+        plot(rows, runs, report_dir, title, list(curve_rounds))
+    except OSError as e:
+        raise errors.LotteryError(
+            f"--report_dir {report_dir} cannot be written ({e.strerror or e}); choose a directory "
+            "you can write") from None
     return rows

@@ -168,7 +168,7 @@ class NoIsinstanceLadderTest(tf.test.TestCase):
 EXPORT_FLAGS = {
     "run": "", "round": "best", "best_tolerance": 0.5, "output": "", "format": "saved_model",
     "quantize": False, "overwrite": False, "probe": "auto", "probe_data_dir": "",
-    "probe_size": 1000, "quantized_min_agreement": 1.0,
+    "probe_size": 1000, "quantized_min_agreement": 1.0, "check_input_range": False,
 }
 
 
@@ -200,7 +200,9 @@ class FlagsTest(tf.test.TestCase):
             ExportCommand().define_flags(fv)
             self.assertEqual({name: fv[name].default for name in fv}, EXPORT_FLAGS)
         self.assertEqual(ExportCommand.name, "export")
-        self.assertIsNone(ExportCommand().refused_flag("model"))
+        self.assertEqual(ExportCommand().refused_flag("model"),
+                         "--model is a training flag; `lottery-tf export` does not take it")
+        self.assertIsNone(ExportCommand().refused_flag("no_such_flag"))
 
     def test_export_benchmark_command_checks_its_flags(self):
         command = ExportBenchmarkCommand()

@@ -53,12 +53,12 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
     if not main.is_run():
         raise errors.LotteryError(f"--run_dir {run_path} holds no lottery-tf run (no config.json)")
     branch_class = BRANCHES.get(kind)
-    config = Config.from_dict(main.read_config())
-    overrides = {"data_dir": data_dir} if data_dir else {}
-    if verbose is not None:
-        overrides["verbose"] = verbose
-    branch = branch_class(main, dataclasses.replace(config, **overrides), seed, rounds, targets)
     with runner.damage_explained(main):
+        config = Config.from_dict(main.read_config())
+        overrides = {"data_dir": data_dir} if data_dir else {}
+        if verbose is not None:
+            overrides["verbose"] = verbose
+        branch = branch_class(main, dataclasses.replace(config, **overrides), seed, rounds, targets)
         branch.keys()  # Refuses a bad request before anything is written.
         branch_dir = main.branch(branch.name())
         branch_dir.lock()

@@ -57,6 +57,10 @@ class Branch:
             raise errors.LotteryError(f"--targets is for {takers}, not {self.kind}")
         available = self.main.rounds_with_masks(first=1)
         if self.rounds is None:
+            if not available:
+                raise errors.LotteryError(
+                    f"run {self.main.path} has no pruned round to branch from yet (its round 0 is "
+                    "not complete): let the training finish round 0, then rerun this command")
             return available
         missing = [r for r in self.rounds if r not in available]
         if missing:
