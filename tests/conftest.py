@@ -101,3 +101,18 @@ def run_cli(args, program="lottery-tf"):
         except SystemExit as e:
             status = 0 if e.code is None else e.code
     return status, out.getvalue(), err.getvalue()
+
+
+def tree_files(path, skip=(".lock",)):
+    """{relative path: bytes} of every file under `path` but the `skip` names.
+
+    `.lock` holds the last writer's process id, so it is skipped by default.
+    """
+    found = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            if name not in skip:
+                full = os.path.join(root, name)
+                with open(full, "rb") as f:
+                    found[os.path.relpath(full, path)] = f.read()
+    return found

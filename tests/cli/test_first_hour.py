@@ -11,21 +11,11 @@ from unittest import mock
 
 import tensorflow as tf
 
-from conftest import mock_tfds, run_cli, tiny_flags
+from conftest import mock_tfds, run_cli, tiny_flags, tree_files
 from lottery_tf.lottery.run_dir import RunDir
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(TESTS)
-
-
-def _tree(path):
-    found = {}
-    for root, _, files in os.walk(path):
-        for name in files:
-            if name != ".lock":
-                with open(os.path.join(root, name), "rb") as f:
-                    found[os.path.relpath(os.path.join(root, name), path)] = f.read()
-    return found
 
 
 @contextlib.contextmanager
@@ -112,9 +102,9 @@ class MistakesTest(tf.test.TestCase):
 
     def _refused(self, args, message, cwd=None):
         with mock_tfds(), _cwd(cwd or self.get_temp_dir()):
-            before = _tree(".")
+            before = tree_files(".")
             status, out, err = run_cli(args)
-            after = _tree(".")
+            after = tree_files(".")
         self.assertEqual(status, 2, err)
         self.assertEqual(err, f"lottery-tf: error: {message}\n")
         self.assertEqual(after, before)

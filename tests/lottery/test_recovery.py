@@ -10,7 +10,6 @@ Damage messages are followed to the letter, and must lead to the same result.
 
 import contextlib
 import csv
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from conftest import mock_tfds, tiny_config
+from conftest import mock_tfds, tiny_config, tree_files
 from lottery_tf import errors, faults
 from lottery_tf.lottery import runner, storage
 from lottery_tf.lottery.run_dir import RunDir
@@ -80,20 +79,6 @@ def _state(path):
     with open(run.summary_path) as f:
         rows = [{k: v for k, v in row.items() if k != "wall_time_s"} for row in csv.DictReader(f)]
     return masks, metrics, rows
-
-
-def _tree_digest(path):
-    digest = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(path)):
-        dirs.sort()
-        for name in sorted(files):
-            if name == ".lock":  # holds the last writer's process id
-                continue
-            full = os.path.join(root, name)
-            digest.update(full.encode())
-            with open(full, "rb") as f:
-                digest.update(f.read())
-    return digest.hexdigest()
 
 
 class CrashAtEveryPointTest(tf.test.TestCase):
@@ -180,10 +165,10 @@ class DamageAdviceTest(tf.test.TestCase):
         return path
 
     def _refused_without_writing(self, path):
-        before = _tree_digest(path)
+        before = tree_files(path)
         with mock_tfds(), self.assertRaises(errors.LotteryError) as refusal:
             _run(path, rounds=3)
-        self.assertEqual(_tree_digest(path), before, "a failing rerun wrote something")
+        self.assertEqual(tree_files(path), before, "a failing rerun wrote something")
         return str(refusal.exception)
 
     def _follow(self, path, advice):
@@ -263,9 +248,9 @@ class DamageAdviceTest(tf.test.TestCase):
         path = os.path.join(self.get_temp_dir(), "finished")
         with mock_tfds():
             _run(path, rounds=2)
-            before = _tree_digest(path)
+            before = tree_files(path)
             _run(path, rounds=2)
-        self.assertEqual(_tree_digest(path), before)
+        self.assertEqual(tree_files(path), before)
 
 
 class UpFrontRefusalTest(tf.test.TestCase):
@@ -273,7 +258,7 @@ class UpFrontRefusalTest(tf.test.TestCase):
         path = os.path.join(self.get_temp_dir(), "run")
         with mock_tfds():
             _run(path, rounds=1)
-            before = _tree_digest(path)
+            before = tree_files(path)
             for change in (dict(model="conv2"), dict(seed=5), dict(dataset="fashion_mnist"),
                            dict(validation_size=50)):
                 with self.assertRaises(errors.LotteryError) as refusal:
@@ -281,7 +266,7 @@ class UpFrontRefusalTest(tf.test.TestCase):
                 name = next(iter(change))
                 self.assertIn(f"{name} cannot change in an existing run", str(refusal.exception))
                 self.assertNotIn("(or --allow_changed_hyperparameters", str(refusal.exception))
-                self.assertEqual(_tree_digest(path), before, change)
+                self.assertEqual(tree_files(path), before, change)
             # A safe change goes on, recorded.
             _run(path, rounds=2, allow_changed_hyperparameters=True, learning_rate=1e-3)
         history = read_json(RunDir(path).changes_path)
