@@ -6,7 +6,7 @@ a round depends only on its start weights, its masks and its seed, a resumed
 run ends with the masks and metrics of an uninterrupted one.
 
 `setup` and `train` are the building blocks; `run` is the main IMP line, and
-`branches.py` reuses the same blocks for the controls.
+the controls in `branches/` reuse the same blocks.
 """
 
 import contextlib
@@ -18,9 +18,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lottery_tf import errors
-from lottery_tf.lottery import tensorboard
+from lottery_tf.lottery import storage, tensorboard
 from lottery_tf.lottery.run_dir import RunDir
-from lottery_tf.lottery import storage
 from lottery_tf.lottery.storage import is_recorded, read_arrays, read_json, write_arrays, write_json
 from lottery_tf.nn import models
 from lottery_tf.nn.layers import masked_layers

@@ -110,6 +110,30 @@ class MistakesTest(tf.test.TestCase):
         self.assertEqual(after, before)
         return out
 
+    def test_misspelled_command(self):
+        self._refused(["tarin", "--rounds=2"],
+                      "unknown command 'tarin'; commands: train, branch, export, report "
+                      "(`lottery-tf --help` lists them)")
+
+    def test_report_without_runs_or_onto_an_unwritable_directory(self):
+        self._refused(["report"], "--runs is required: run directories, or parents of their trial_* "
+                                  "directories (e.g. --runs=runs/quickstart)")
+        run = os.path.join(self.get_temp_dir(), "run")
+        with mock_tfds():
+            self.assertEqual(run_cli([*tiny_flags(iterations=20), f"--output_dir={run}"])[0], 0)
+        self._refused(["report", f"--runs={run}", "--report_dir=/proc/lottery_tf_test/report"],
+                      "--report_dir /proc/lottery_tf_test/report cannot be written (No such file or "
+                      "directory); choose a directory you can write")
+
+    def test_branch_before_round_0_is_complete(self):
+        run = os.path.join(self.get_temp_dir(), "run")
+        with mock_tfds(), mock.patch("lottery_tf.lottery.runner._rounds", return_value=[]):
+            # A run directory whose round 0 has not finished yet (training in another terminal).
+            self.assertEqual(run_cli([*tiny_flags(iterations=20), f"--output_dir={run}"])[0], 0)
+        self._refused(["branch", f"--run_dir={run}", "--branch=random_reinit"],
+                      f"run {run} has no pruned round to branch from yet (its round 0 is not "
+                      "complete): let the training finish round 0, then rerun this command")
+
     def test_infinite_learning_rate(self):
         self._refused([*tiny_flags(iterations=20), "--learning_rate=inf", "--output_dir=run"],
                       "--learning_rate=inf must be finite and positive")
