@@ -23,6 +23,7 @@ from lottery_tf.lottery import branches, runner
 from lottery_tf.lottery.branches import BRANCHES
 from lottery_tf.lottery.branches.base import Branch
 from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.nn import models
 from lottery_tf.pruning.criteria import CRITERIA
 from lottery_tf.pruning.criteria.base import Criterion
 from lottery_tf.report import make_report
@@ -46,6 +47,39 @@ class OtherDataOrder(Branch):
 
     def data_seed(self, key):
         return runner.round_seed(self.config.seed + 7919 * self.seed, key)
+
+
+def mlp_32(input_shape, num_classes, seeds):
+    """The ARCHITECTURE.md model recipe, with 32 hidden units."""
+    import tf_keras as keras
+
+    from lottery_tf.nn.layers import MaskedDense
+
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Flatten()(inputs)
+    x = MaskedDense(32, pruning_group="fc", activation="relu",
+                    kernel_initializer=seeds.glorot_normal(), name="fc1")(x)
+    logits = MaskedDense(num_classes, pruning_group="output",
+                         kernel_initializer=seeds.glorot_normal(), name="output")(x)
+    return keras.Model(inputs, logits, name="mlp_32")
+
+
+class ModelRecipeTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        models.register("mlp_32")(mlp_32)
+        self.addCleanup(models.MODELS.unregister, "mlp_32")
+
+    def test_registered_model_runs_rounds_and_is_a_flag_choice(self):
+        path = os.path.join(self.get_temp_dir(), "run")
+        with mock_tfds():
+            results = runner.run(tiny_config(iterations=20, rounds=2, model="mlp_32", output_dir=path),
+                                 progress=lambda line: None)
+        self.assertEqual(sorted(results[1]["remaining_pct_by_layer"]), ["fc1", "output"])
+        self.assertAlmostEqual(results[1]["remaining_pct_by_layer"]["fc1"], 80.0, places=2)
+        fv = flags.FlagValues()
+        config_flags.define(fv)
+        self.assertIn("mlp_32", fv["model"].help)
 
 
 class CriterionRecipeTest(tf.test.TestCase):
