@@ -2,15 +2,19 @@
 
 import csv
 import errno
+import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from unittest import mock
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_framework_config
 
 from conftest import mock_tfds, tiny_config
 from lottery_tf import errors
@@ -62,14 +66,33 @@ class CrashInjectionTest(tf.test.TestCase):
         want_masks, want_metrics, want_rows = _final_state(reference)
         # One checkpoint a round (at 50 of 100 iterations): mid_fit:2 is inside
         # round 1's fit; after_prune:1 is the end of round 0 before anything of
-        # it is saved; write:7 is in the middle of round 0's files.
-        for fault in ("mid_fit:2", "after_prune:1", "write:7"):
+        # it is saved; write:7 is round 0's mask, before its training (config,
+        # dataset, theta0 and their manifests are writes 1-6); write:13 is in the
+        # middle of round 0's files (weights written, round 1's mask being
+        # written, metrics not yet).
+        #
+        # The resume must START from the newest checkpoint, not redo the round
+        # (a redone round would match the reference too): with --verbose=2 Keras
+        # prints one "N/N - ..." line per fit, N the steps it trained. mid_fit:2
+        # leaves round 1's checkpoint at 50, so 50 steps are left; after_prune:1
+        # and write:13 leave round 0's checkpoint at 50 (its metrics not yet
+        # recorded), so round 0 trains its last 50 steps and round 1 all 100;
+        # write:7 comes before any checkpoint: both rounds train from the start.
+        trained = {"mid_fit:2": ["50/50"], "after_prune:1": ["50/50", "100/100"],
+                   "write:7": ["100/100", "100/100"], "write:13": ["50/50", "100/100"]}
+        for fault in ("mid_fit:2", "after_prune:1", "write:7", "write:13"):
             path = os.path.join(tmp, fault.replace(":", "_"))
             crashed = _cli(path, fault)
             self.assertEqual(crashed.returncode, -signal.SIGKILL, (fault, crashed.stderr))
             self.assertFalse(RunDir(path).round_complete(ROUNDS - 1), fault)
-            resumed = _cli(path)
+            # Killed where the comment above says.
+            self.assertEqual(RunDir(path).round_complete(0), fault == "mid_fit:2", fault)
+            self.assertEqual(storage.is_recorded(RunDir(path).weights_path(0)), fault in ("mid_fit:2", "write:13"),
+                             fault)
+            resumed = _cli(path, extra=["--verbose=2"])
             self.assertEqual(resumed.returncode, 0, (fault, resumed.stderr))
+            self.assertEqual(re.findall(r"^(\d+/\d+) - ", resumed.stdout, re.M), trained[fault],
+                             (fault, resumed.stdout))
             masks, metrics, rows = _final_state(path)
             for got, want in zip(masks, want_masks):
                 for name in want:
@@ -77,7 +100,9 @@ class CrashInjectionTest(tf.test.TestCase):
             self.assertEqual(metrics, want_metrics, fault)
             self.assertEqual(rows, want_rows, fault)
             if fault.startswith("mid_fit"):
-                self.assertIn("[saved]", resumed.stdout.splitlines()[0])
+                rounds = [line for line in resumed.stdout.splitlines() if line.startswith("round ")]
+                self.assertLen(rounds, ROUNDS)
+                self.assertIn("[saved]", rounds[0])
 
 
 class ExportCrashTest(tf.test.TestCase):
@@ -179,6 +204,101 @@ class LockTest(tf.test.TestCase):
         RunDir(path).lock()
 
 
+# A real `lottery-tf` process (mock data) that takes its directory's lock and
+# then, instead of training, sleeps inside the round's training step: a writer
+# that holds the lock as long as the test needs, without using the CPU.
+_HOLDER = """
+import sys, time
+from conftest import mock_tfds
+from lottery_tf import cli
+from lottery_tf.train import fit
+
+MARKER = sys.argv[1]
+
+def train_round(*args, **kwargs):
+    open(MARKER, "w").close()  # now training: nothing more is written
+    time.sleep(600)
+
+fit.train_round = train_round
+sys.argv = ["lottery-tf"] + sys.argv[2:]
+with mock_tfds():
+    cli.run()
+"""
+
+
+# TensorFlow's C++ log lines (absl format) and absl's pre-init notice.
+_TF_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before absl)")
+
+
+def _tree(path):
+    """Every file under `path` (relative path -> bytes)."""
+    tree = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                tree[os.path.relpath(os.path.join(root, name), path)] = f.read()
+    return tree
+
+
+class ProcessLockTest(tf.test.TestCase):
+    """A second real `lottery-tf` process on a directory a first one is writing."""
+
+    def _env(self):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, REPO]))
+        env.pop("LOTTERY_TF_FAULT", None)
+        return env
+
+    def _start_holder(self, args, lock_glob):
+        """Starts the first process; returns it once it holds a lock matching `lock_glob` and trains."""
+        marker = os.path.join(self.get_temp_dir(), f"training-{len(os.listdir(self.get_temp_dir()))}")
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDER, marker, *args], env=self._env(),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(holder.wait)
+        self.addCleanup(holder.kill)
+        deadline = time.monotonic() + 180
+        while True:
+            locks = glob.glob(lock_glob)
+            held = [p for p in locks if open(p).read() == f"process {holder.pid}"]
+            if held and os.path.exists(marker):
+                return holder, held[0]
+            if holder.poll() is not None:
+                self.fail(f"the first process ended ({holder.returncode}): {holder.stderr.read()}")
+            if time.monotonic() > deadline:
+                self.fail("the first process did not take the lock and start training in 180 s")
+            time.sleep(0.2)
+
+    def _assert_refused(self, holder, lock_path, args, tree_root):
+        before = _tree(tree_root)
+        second = subprocess.run([sys.executable, os.path.join(TESTS, "mock_cli.py"), *args], env=self._env(),
+                                capture_output=True, text=True, timeout=300)
+        self.assertEqual(second.returncode, 2, second.stderr)
+        # mock_cli.py imports TensorFlow (for the mock data) before the CLI can
+        # mute its C++ start-up log; everything else is the one line.
+        ours = [line for line in second.stderr.splitlines(keepends=True) if not _TF_LOG.match(line)]
+        self.assertEqual(
+            ours,
+            [f"lottery-tf: error: run directory {os.path.dirname(lock_path)} is in use by process "
+             f"{holder.pid}; wait for it to finish or stop it first\n"])
+        self.assertEqual(second.stdout, "")
+        self.assertEqual(_tree(tree_root), before)
+        self.assertIsNone(holder.poll())  # the first held its lock all along
+        self.assertEqual(open(lock_path).read(), f"process {holder.pid}")
+
+    def test_a_second_run_process_is_refused_and_changes_nothing(self):
+        path = os.path.join(self.get_temp_dir(), "run")
+        args = [*ARGS, f"--output_dir={path}"]
+        holder, lock_path = self._start_holder(args, os.path.join(path, ".lock"))
+        self._assert_refused(holder, lock_path, args, path)
+
+    def test_a_second_branch_process_is_refused_and_changes_nothing(self):
+        path = os.path.join(self.get_temp_dir(), "run")
+        with mock_tfds():
+            runner.run(_tiny(output_dir=path, rounds=1, iterations=20), progress=lambda line: None)
+        args = ["branch", f"--run_dir={path}", "--branch=random_reinit"]
+        holder, lock_path = self._start_holder(args, os.path.join(path, "branches", "*", ".lock"))
+        self._assert_refused(holder, lock_path, args, path)
+
+
 class DivergenceTest(tf.test.TestCase):
     def test_divergence_stops_with_round_and_iteration_and_resumes_only_explicitly(self):
         path = os.path.join(self.get_temp_dir(), "run")
@@ -203,6 +323,45 @@ class DivergenceTest(tf.test.TestCase):
 
 
 class DeterminismTest(tf.test.TestCase):
+    def test_setup_turns_op_determinism_on(self):
+        # Process-wide state another test may have set: start from "off".
+        was_on = tf_framework_config.is_op_determinism_enabled()
+        tf_framework_config.disable_op_determinism()
+        try:
+            with mock_tfds():
+                runner.setup(_tiny(output_dir=os.path.join(self.get_temp_dir(), "unused"), deterministic=True))
+            self.assertTrue(tf_framework_config.is_op_determinism_enabled())
+        finally:
+            if was_on:
+                tf.config.experimental.enable_op_determinism()
+            else:
+                tf_framework_config.disable_op_determinism()
+
+    def _assert_bitwise_equal(self, a, b, what):
+        self.assertEqual((a.dtype, a.shape), (b.dtype, b.shape), what)
+        self.assertTrue(a.tobytes() == b.tobytes(), f"{what}: {np.count_nonzero(a != b)} entries differ")
+
+    def test_same_command_in_two_processes_gives_bitwise_identical_masks_weights_and_metrics(self):
+        paths = [os.path.join(self.get_temp_dir(), name) for name in ("process_a", "process_b")]
+        for path in paths:
+            result = _cli(path)
+            self.assertEqual(result.returncode, 0, result.stderr)
+        a, b = (RunDir(path) for path in paths)
+        for r in range(ROUNDS + 1):
+            mask_a, mask_b = read_arrays(a.mask_path(r)), read_arrays(b.mask_path(r))
+            self.assertEqual(sorted(mask_a), sorted(mask_b))
+            for name in mask_a:
+                self._assert_bitwise_equal(mask_a[name], mask_b[name], (r, name))
+        for r in range(ROUNDS):
+            weights_a, weights_b = read_arrays(a.weights_path(r)), read_arrays(b.weights_path(r))
+            self.assertEqual(sorted(weights_a), sorted(weights_b))
+            for name in weights_a:
+                self._assert_bitwise_equal(weights_a[name], weights_b[name], (r, name))
+            metrics_a, metrics_b = read_json(a.metrics_path(r)), read_json(b.metrics_path(r))
+            metrics_a.pop("wall_time_s"), metrics_b.pop("wall_time_s")
+            # Floats compared exactly (JSON keeps every bit of a float64).
+            self.assertEqual(metrics_a, metrics_b, r)
+
     def test_same_command_twice_gives_identical_masks_and_metrics(self):
         runs = []
         for name in ("a", "b"):
