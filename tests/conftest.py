@@ -46,12 +46,33 @@ def mock_data():
         yield
 
 
+# Set (to 1) by .ci/run: a real-data test whose data is missing FAILS instead
+# of skipping, so a CI machine without ../shared cannot pass by skipping them.
+REQUIRE_REAL_DATA = "LOTTERY_TF_REQUIRE_REAL_DATA"
+
+
+def skip_without_real_data(reason):
+    """Skips the calling test for lack of real data, or fails it under LOTTERY_TF_REQUIRE_REAL_DATA."""
+    if os.environ.get(REQUIRE_REAL_DATA, "") not in ("", "0"):
+        pytest.fail(f"{reason}, and {REQUIRE_REAL_DATA} is set: real-data tests must run", pytrace=False)
+    pytest.skip(reason)
+
+
 def real_mnist_dir():
     """The TFDS data dir holding prepared MNIST, from the environment."""
     data_dir = os.environ.get("TFDS_DATA_DIR", "")
     if not os.path.isdir(os.path.join(data_dir, "mnist")):
-        pytest.skip("real MNIST needs TFDS_DATA_DIR with mnist prepared (.ci/run sets it)")
+        skip_without_real_data("real MNIST needs TFDS_DATA_DIR with mnist prepared (.ci/run sets it)")
     return data_dir
+
+
+def real_mnist_manual_dir():
+    """The directory holding the original MNIST files, from the environment."""
+    manual_dir = os.environ.get("LOTTERY_TF_MNIST_MANUAL_DIR", "")
+    if not os.path.exists(os.path.join(manual_dir, "train-images-idx3-ubyte.gz")):
+        skip_without_real_data(
+            "needs LOTTERY_TF_MNIST_MANUAL_DIR with the original MNIST files (.ci/run sets it)")
+    return manual_dir
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,9 +2,12 @@
 
 import csv
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import tensorflow as tf
 
@@ -18,6 +21,8 @@ ARGS = [
     "--rounds=4", "--iterations=1500", "--eval_every=500", "--validation_size=60",
     "--batch_size=16", "--verbose=0",
 ]
+# How long the child may take to finish rounds 0 and 1 (about 20 s here).
+DEADLINE_S = 300
 
 
 def _command(out_dir):
@@ -36,8 +41,25 @@ class KillResumeTest(tf.test.TestCase):
 
         process = subprocess.Popen(_command(killed), env=_env(), stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, text=True)
-        try:
+        # Lines are read by a thread, so a child that hangs (or never prints
+        # round 1) fails the test at the deadline instead of hanging it.
+        lines = queue.Queue()
+
+        def read():
             for line in process.stdout:
+                lines.put(line)
+            lines.put(None)  # end of output
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + DEADLINE_S
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    self.fail(f"no 'round 1' line from the child within {DEADLINE_S} s")
+                if line is None:
+                    self.fail(f"the child ended ({process.wait()}) before printing 'round 1'")
                 if line.startswith("round 1 "):
                     break
             # Round 2 is now training; metrics.json of round 2 must not exist yet.

@@ -91,9 +91,9 @@ class ZeroStaysZeroTest(tf.test.TestCase):
         # are exactly 0 wherever round 1's mask is.
         path = os.path.join(self.get_temp_dir(), "resnet")
         with mock_tfds():
-            runner.run(tiny_config(model="resnet20", iterations=5, rounds=2, eval_every=5, batch_size=8, jit_compile=False,
-                                   optimizer="sgd", learning_rate=0.05, momentum=0.9, weight_decay=1e-4,
-                                   output_dir=path),
+            runner.run(tiny_config(model="resnet20", iterations=5, rounds=2, eval_every=5, batch_size=8,
+                                   jit_compile=False, optimizer="sgd", learning_rate=0.05, momentum=0.9,
+                                   weight_decay=1e-4, output_dir=path),
                        progress=lambda line: None)
         run = RunDir(path)
         masks, weights = run.load_masks(1), read_arrays(run.weights_path(1))

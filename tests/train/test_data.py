@@ -1,12 +1,12 @@
 import os
-import time
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from conftest import mock_tfds, real_mnist_dir
+from conftest import mock_tfds, real_mnist_dir, real_mnist_manual_dir
 from lottery_tf import errors
 from lottery_tf.train import data
 
@@ -52,12 +52,19 @@ class HoldoutTest(tf.test.TestCase):
             data.load("mnistt", data_dir=self.get_temp_dir())
 
     def test_offline_failure_is_fast_and_writes_nothing(self):
+        # Fast by construction, not by the clock: one short probe of the one
+        # download host, and TFDS's download (ten retries with backoff per URL
+        # offline) never reached.
         data_dir = os.path.join(self.get_temp_dir(), "tfds")
-        start = time.monotonic()
-        with mock.patch("socket.create_connection", side_effect=OSError("offline")):
+        probe = mock.Mock(side_effect=OSError("offline"))
+        with mock.patch("socket.create_connection", probe), mock.patch.object(
+                tfds.core.DatasetBuilder, "download_and_prepare") as download:
             with self.assertRaisesRegex(errors.LotteryError, "storage.googleapis.com unreachable.*--data_dir.*--manual_dir"):
                 data.load("mnist", data_dir=data_dir)
-        self.assertLess(time.monotonic() - start, 30)
+        download.assert_not_called()
+        self.assertEqual(probe.call_count, 1, probe.call_args_list)
+        self.assertEqual(probe.call_args.args[0], ("storage.googleapis.com", 443))
+        self.assertLessEqual(probe.call_args.kwargs["timeout"], 5)
         self.assertFalse(os.path.exists(data_dir))
 
 
@@ -69,10 +76,38 @@ class RealMnistDataTest(tf.test.TestCase):
         self.assertEqual(sum(len(y) for _, y in dataset.test), 10000)
 
     def test_manual_dir_route_prepares_mnist_offline(self):
-        manual_dir = os.environ.get("LOTTERY_TF_MNIST_MANUAL_DIR", "")
-        if not os.path.exists(os.path.join(manual_dir, "train-images-idx3-ubyte.gz")):
-            self.skipTest("needs LOTTERY_TF_MNIST_MANUAL_DIR with the original MNIST files (.ci/run sets it)")
+        manual_dir = real_mnist_manual_dir()
         data_dir = os.path.join(self.get_temp_dir(), "tfds")
         with mock.patch("socket.create_connection", side_effect=OSError("offline")):
             dataset = data.load("mnist", data_dir=data_dir, manual_dir=manual_dir)
         self.assertEqual(dataset.num_train, 55000)
+
+
+class RealDataRequirementTest(tf.test.TestCase):
+    """Without the data, real-data tests skip; under LOTTERY_TF_REQUIRE_REAL_DATA (.ci/run) they fail."""
+
+    def test_missing_real_data_skips_or_fails(self):
+        missing = {"TFDS_DATA_DIR": os.path.join(self.get_temp_dir(), "none"),
+                   "LOTTERY_TF_MNIST_MANUAL_DIR": os.path.join(self.get_temp_dir(), "none")}
+        for helper in (real_mnist_dir, real_mnist_manual_dir):
+            for required, want in (("", pytest.skip.Exception), ("0", pytest.skip.Exception),
+                                   ("1", pytest.fail.Exception)):
+                # Skip and fail are BaseExceptions that would end this test: catch them all.
+                outcome = None
+                with mock.patch.dict(os.environ, {**missing, "LOTTERY_TF_REQUIRE_REAL_DATA": required}):
+                    try:
+                        helper()
+                    except BaseException as e:  # noqa: B036
+                        outcome = type(e)
+                self.assertIs(outcome, want, (helper.__name__, required))
+
+    def test_present_real_data_is_returned(self):
+        data_dir = os.path.join(self.get_temp_dir(), "tfds")
+        manual_dir = os.path.join(self.get_temp_dir(), "manual")
+        os.makedirs(os.path.join(data_dir, "mnist"))
+        os.makedirs(manual_dir)
+        open(os.path.join(manual_dir, "train-images-idx3-ubyte.gz"), "w").close()
+        with mock.patch.dict(os.environ, {"TFDS_DATA_DIR": data_dir, "LOTTERY_TF_MNIST_MANUAL_DIR": manual_dir,
+                                          "LOTTERY_TF_REQUIRE_REAL_DATA": "1"}):
+            self.assertEqual(real_mnist_dir(), data_dir)
+            self.assertEqual(real_mnist_manual_dir(), manual_dir)
