@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_framework_config
 
-from conftest import mock_tfds, tiny_config
+from conftest import mock_tfds, tiny_config, tree_files
 from lottery_tf import errors
 from lottery_tf.lottery import runner
 from lottery_tf.lottery import storage
@@ -230,16 +230,6 @@ with mock_tfds():
 _TF_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before absl)")
 
 
-def _tree(path):
-    """Every file under `path` (relative path -> bytes)."""
-    tree = {}
-    for root, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                tree[os.path.relpath(os.path.join(root, name), path)] = f.read()
-    return tree
-
-
 class ProcessLockTest(tf.test.TestCase):
     """A second real `lottery-tf` process on a directory a first one is writing."""
 
@@ -268,7 +258,7 @@ class ProcessLockTest(tf.test.TestCase):
             time.sleep(0.2)
 
     def _assert_refused(self, holder, lock_path, args, tree_root):
-        before = _tree(tree_root)
+        before = tree_files(tree_root, skip=())  # .lock too: it must still name the first
         second = subprocess.run([sys.executable, os.path.join(TESTS, "mock_cli.py"), *args], env=self._env(),
                                 capture_output=True, text=True, timeout=300)
         self.assertEqual(second.returncode, 2, second.stderr)
@@ -280,7 +270,7 @@ class ProcessLockTest(tf.test.TestCase):
             [f"lottery-tf: error: run directory {os.path.dirname(lock_path)} is in use by process "
              f"{holder.pid}; wait for it to finish or stop it first\n"])
         self.assertEqual(second.stdout, "")
-        self.assertEqual(_tree(tree_root), before)
+        self.assertEqual(tree_files(tree_root, skip=()), before)
         self.assertIsNone(holder.poll())  # the first held its lock all along
         self.assertEqual(open(lock_path).read(), f"process {holder.pid}")
 
