@@ -11,7 +11,7 @@ from unittest import mock
 
 import tensorflow as tf
 
-from conftest import mock_tfds, run_cli, tiny_flags, tree_files
+from conftest import mock_tfds, real_mnist_manual_dir, run_cli, tiny_flags, tree_files
 from lottery_tf.lottery.run_dir import RunDir
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,9 +175,7 @@ class MistakesTest(tf.test.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.get_temp_dir(), "~")))
 
     def test_manual_dir_with_recompressed_files(self):
-        originals = os.environ.get("LOTTERY_TF_MNIST_MANUAL_DIR", "")
-        if not os.path.isdir(originals):
-            self.skipTest("needs LOTTERY_TF_MNIST_MANUAL_DIR with the original MNIST files")
+        originals = real_mnist_manual_dir()
         import gzip
 
         manual = os.path.join(self.get_temp_dir(), "manual")
