@@ -27,8 +27,10 @@ from lottery_tf.lottery.storage import read_arrays, read_json
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(TESTS)
 ROUNDS = 2
+# No XLA: what these tests check does not depend on it, and each process would
+# compile the model again (seconds each).
 ARGS = [f"--rounds={ROUNDS}", "--iterations=100", "--eval_every=25", "--checkpoint_every=50",
-        "--validation_size=60", "--batch_size=16", "--verbose=0"]
+        "--validation_size=60", "--batch_size=16", "--verbose=0", "--nojit_compile"]
 
 
 def _tiny(**overrides):
