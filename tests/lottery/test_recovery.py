@@ -246,11 +246,18 @@ class DamageAdviceTest(tf.test.TestCase):
 
     def test_finished_rerun_rewrites_nothing(self):
         path = os.path.join(self.get_temp_dir(), "finished")
+        def modified():
+            # Same bytes would not show a rewrite; a rewrite (temp file renamed) changes
+            # the modification time and inode.
+            return {name: (os.stat(os.path.join(path, name)).st_mtime_ns,
+                           os.stat(os.path.join(path, name)).st_ino) for name in tree_files(path)}
+
         with mock_tfds():
             _run(path, rounds=2)
-            before = tree_files(path)
+            before, stamps = tree_files(path), modified()
             _run(path, rounds=2)
         self.assertEqual(tree_files(path), before)
+        self.assertEqual(modified(), stamps)
 
 
 class UpFrontRefusalTest(tf.test.TestCase):
