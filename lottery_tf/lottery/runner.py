@@ -27,6 +27,8 @@ from lottery_tf.pruning import Pruner, PruningContext, schedule
 from lottery_tf.train import callbacks as callbacks_lib
 from lottery_tf.train import data as data_lib
 from lottery_tf.train import distribute, optimizers
+from lottery_tf.train import evaluate as evaluate_lib
+from lottery_tf.train import xla
 from lottery_tf.train import fit as training
 from lottery_tf.train.callbacks import LotteryCallback, WeightSnapshot, model_weights
 
@@ -44,6 +46,7 @@ class Experiment:
     dataset: data_lib.Dataset
     model: keras.Model
     iterations: int
+    evaluate: object  # -> {val_loss, val_accuracy, test_loss, test_accuracy}
 
     @property
     def layers(self):
@@ -132,13 +135,16 @@ def setup(config, dataset=None, model_seed=None):
     seed = config.seed if model_seed is None else model_seed
     with strategy.scope():
         model = models.build(config.model, dataset.input_shape, dataset.num_classes, seed)
-        jit_compile = config.jit_compile and training.jit_supported(strategy, model, config.deterministic)
+        jit_compile = xla.for_training(config.jit_compile, model, strategy, config.deterministic)
         optimizer = optimizers.make_optimizer(
             config.optimizer, config.learning_rate, config.momentum, config.weight_decay,
             config.warmup_iterations, config.lr_drop_iterations(), config.lr_drop_factor,
         )
         training.compile_model(model, optimizer, jit_compile, steps)
-    return Experiment(config, dataset, model, iterations)
+    evaluator = evaluate_lib.Evaluator(
+        model, {"val": dataset.validation, "test": dataset.test},
+        jit_compile=xla.for_evaluation(config.jit_compile, jit_compile))
+    return Experiment(config, dataset, model, iterations, evaluator)
 
 
 def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, entry=None):
@@ -176,8 +182,7 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
         curve, wall = training.train_round(
             experiment.model,
             train_data,
-            experiment.dataset.validation,
-            experiment.dataset.test,
+            experiment.evaluate,
             experiment.iterations,
             config.eval_every,
             callbacks,

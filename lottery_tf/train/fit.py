@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from lottery_tf.train import xla
+
 
 def effective_steps_per_execution(requested, eval_every, iterations, snapshot_at=0, checkpoint_every=0):
     """Largest count <= requested that lands exactly on every evaluation.
@@ -19,19 +21,8 @@ def effective_steps_per_execution(requested, eval_every, iterations, snapshot_at
 
 
 def jit_supported(strategy, model=None, deterministic=False):
-    """Whether Keras's `jit_compile` can run `model` under `strategy`.
-
-    XLA compiles the whole step into one cluster, which cannot reach variables
-    mirrored on other devices ("Trying to access resource ... located in
-    device CPU:1 from device CPU:0"); TPUs compile with XLA anyway. And with
-    op determinism on, XLA refuses max-pooling gradients ("MaxPool gradient
-    ops do not yet have a deterministic XLA implementation").
-    """
-    if strategy.num_replicas_in_sync != 1:
-        return False
-    if deterministic and model is not None:
-        return not any(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.submodules)
-    return True
+    """Whether Keras's `jit_compile` can run `model` under `strategy` (see `xla.supported`)."""
+    return xla.supported(strategy, model, deterministic)
 
 
 def compile_model(model, optimizer, jit_compile, steps_per_execution):
@@ -77,18 +68,21 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 
 class PeriodicEval(keras.callbacks.Callback):
-    """Evaluates validation and test sets every `eval_every` iterations.
+    """Evaluates every `eval_every` iterations and at the last one.
 
     Records a learning curve of (iteration, val loss/accuracy, test
     loss/accuracy); also adds the latest values to the progress-bar logs.
     A round resumed from a checkpoint passes its `start_step` and the curve
     recorded so far.
+
+    Args:
+      evaluate: callable returning {val_loss, val_accuracy, test_loss,
+        test_accuracy} for the model as it is (an `evaluate.Evaluator`).
     """
 
-    def __init__(self, validation, test, eval_every, iterations, start_step=0, curve=None):
+    def __init__(self, evaluate, eval_every, iterations, start_step=0, curve=None):
         super().__init__()
-        self._validation = validation
-        self._test = test
+        self._evaluate = evaluate
         self._eval_every = eval_every
         self._iterations = iterations
         self._start = start_step
@@ -100,35 +94,32 @@ class PeriodicEval(keras.callbacks.Callback):
         iteration = self._start + batch + 1
         if iteration % self._eval_every and iteration != self._iterations:
             return
-        val = self.model.evaluate(self._validation, verbose=0, return_dict=True)
-        test = self.model.evaluate(self._test, verbose=0, return_dict=True)
-        point = {
-            "iteration": iteration,
-            "val_loss": float(val["loss"]),
-            "val_accuracy": float(val["accuracy"]),
-            "test_loss": float(test["loss"]),
-            "test_accuracy": float(test["accuracy"]),
-        }
+        figures = self._evaluate()
+        point = {"iteration": iteration, **{key: figures[key] for key in CURVE_KEYS}}
         self.curve.append(point)
         if logs is not None:
-            logs.update({k: v for k, v in point.items() if k != "iteration"})
+            logs.update({key: point[key] for key in CURVE_KEYS})
 
 
-def train_round(model, train, validation, test, iterations, eval_every, callbacks, verbose=1,
+CURVE_KEYS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+
+
+def train_round(model, train, evaluate, iterations, eval_every, callbacks, verbose=1,
                 start_step=0, curve=None, late_callbacks=()):
     """Trains up to iteration `iterations`; returns (curve, wall seconds).
 
-    The model must be compiled. Its train/test functions are built on the
-    first round and reused afterwards (same dataset structure, no retrace).
-    A resumed round starts at `start_step` with the `curve` (a list, appended
-    to in place) recorded so far; `train` must then already be positioned
-    there. `late_callbacks` run after the divergence check and the
-    evaluation of each step (mid-round checkpoints go there).
+    The model must be compiled. Its train function is built on the first
+    round and reused afterwards (same dataset structure, no retrace).
+    `evaluate` gives the curve's figures (see `PeriodicEval`). A resumed round
+    starts at `start_step` with the `curve` (a list, appended to in place)
+    recorded so far; `train` must then already be positioned there.
+    `late_callbacks` run after the divergence check and the evaluation of
+    each step (mid-round checkpoints go there).
 
     Raises:
       Diverged: the loss became NaN or infinite.
     """
-    evaluator = PeriodicEval(validation, test, eval_every, iterations, start_step, curve)
+    evaluator = PeriodicEval(evaluate, eval_every, iterations, start_step, curve)
     start = time.perf_counter()
     model.fit(
         train,

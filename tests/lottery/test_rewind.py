@@ -48,8 +48,8 @@ class RewindTest(tf.test.TestCase):
 
         real_train_round = training.train_round
 
-        def train_round(model, train, validation, test, iterations, eval_every, callbacks, **kwargs):
-            return real_train_round(model, train, validation, test, iterations, eval_every,
+        def train_round(model, train, evaluate, iterations, eval_every, callbacks, **kwargs):
+            return real_train_round(model, train, evaluate, iterations, eval_every,
                                     list(callbacks) + [RecordStart()], **kwargs)
 
         path = os.path.join(self.get_temp_dir(), "rewind")

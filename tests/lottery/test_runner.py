@@ -17,6 +17,7 @@ from lottery_tf.nn.layers import masked_layers
 from lottery_tf.train import data
 from lottery_tf.train import fit as training
 from lottery_tf.train import optimizers
+from lottery_tf.train.evaluate import Evaluator
 from lottery_tf.train.callbacks import LotteryCallback, model_weights
 
 
@@ -37,6 +38,10 @@ def _tree_digest(path):
 def _without_times(metrics):
     return [{k: v for k, v in m.items() if k != "wall_time_s"} for m in metrics]
 
+
+
+def _evaluator(model, dataset):
+    return Evaluator(model, {"val": dataset.validation, "test": dataset.test})
 
 class _Crash(Exception):
     pass
@@ -136,7 +141,7 @@ class RoundMechanicsTest(tf.test.TestCase):
             theta0 = {k: v.numpy() for k, v in model_weights(model).items()}
             rng = np.random.default_rng(0)
             masks = {l.name: (rng.random(l.kernel.shape) < 0.3).astype(np.float32) for l in masked_layers(model)}
-            training.train_round(model, dataset.train(16, seed=1), dataset.validation, dataset.test,
+            training.train_round(model, dataset.train(16, seed=1), _evaluator(model, dataset),
                                  20, 10, [LotteryCallback(theta0, masks)], verbose=0)
             self.assertGreater(model.optimizer.iterations.numpy(), 0)
             # A round start on a trained model: θ0 comes back exactly.
@@ -157,7 +162,7 @@ class RoundMechanicsTest(tf.test.TestCase):
             masks = {l.name: np.ones(l.kernel.shape, np.float32) for l in masked_layers(model)}
             tracings = []
             for r in range(3):
-                training.train_round(model, dataset.train(16, seed=r), dataset.validation, dataset.test,
+                training.train_round(model, dataset.train(16, seed=r), _evaluator(model, dataset),
                                      20, 10, [LotteryCallback(theta0, masks)], verbose=0)
                 tracings.append(model.train_tf_function.experimental_get_tracing_count())
         self.assertEqual(tracings[1], tracings[0])

@@ -15,8 +15,13 @@ from lottery_tf.train import data
 from lottery_tf.train import distribute
 from lottery_tf.train import fit as training
 from lottery_tf.train import optimizers
+from lottery_tf.train.evaluate import Evaluator
 from lottery_tf.train.callbacks import LotteryCallback, model_weights
 
+
+
+def _evaluator(model, dataset):
+    return Evaluator(model, {"val": dataset.validation, "test": dataset.test})
 
 class MirroredTest(tf.test.TestCase):
     def test_masks_identical_on_every_replica_and_pruned_weights_stay_zero(self):
@@ -34,7 +39,7 @@ class MirroredTest(tf.test.TestCase):
                      for l in masked_layers(model)}
             # Pruning that keeps the masks: the pruning step runs, nothing changes.
             callback = LotteryCallback(theta0, masks, prune=lambda context: context.masks)
-            training.train_round(model, dataset.train(16, seed=0), dataset.validation, dataset.test,
+            training.train_round(model, dataset.train(16, seed=0), _evaluator(model, dataset),
                                  20, 10, [callback], verbose=0)
         for layer in masked_layers(model):
             mask = masks[layer.name]
