@@ -42,6 +42,20 @@ class HoldoutTest(tf.test.TestCase):
         self.assertAllEqual(a, b)
         self.assertNotAllClose(a, c)
 
+    def test_train_order_is_that_of_shuffling_the_examples_themselves(self):
+        # The order of lottery-tf <= 0.1 (and so of every existing run): the
+        # examples shuffled, repeated, batched. Over three epochs, with batches
+        # that straddle epoch boundaries.
+        with mock_tfds(num_examples=200):
+            dataset = data.load("mnist", validation_size=50)
+            examples = tfds.load("mnist", split="train", as_supervised=True, shuffle_files=False).skip(50)
+            old = examples.shuffle(150, seed=7, reshuffle_each_iteration=True).repeat()
+            old = old.batch(40, drop_remainder=True).map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
+            for (x, y), (old_x, old_y) in zip(dataset.train(40, seed=7).take(12), old.take(12)):
+                self.assertAllEqual(x, old_x)
+                self.assertAllEqual(y, old_y)
+                self.assertEqual(x.dtype, old_x.dtype)
+
     def test_holdout_larger_than_train_is_refused(self):
         with mock_tfds(num_examples=100):
             with self.assertRaisesRegex(errors.LotteryError, "too few to hold out --validation_size=100"):
