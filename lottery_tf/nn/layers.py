@@ -4,8 +4,18 @@ The mask lives beside the kernel as a weight of the layer, so Keras weight
 files, `tf.train.Checkpoint` and SavedModel all save and restore it with the
 rest of the model, and every replica of a `tf.distribute` strategy holds the
 same copy. The effective weight is `kernel * mask`: a pruned position gets a
-zero gradient, so no optimizer (Adam, momentum, weight decay on the raw kernel
-aside) can bring it back, and the forward pass never sees it.
+zero gradient, so no optimizer (Adam, momentum, decoupled weight decay) can
+bring it back, and the forward pass never sees it.
+
+How training achieves that is cheaper than it reads. Pruned kernel entries
+are held at exactly 0 (`assign_mask` zeroes them, and their gradient is
+masked, so no update moves them), which makes `kernel * mask` equal to the
+kernel itself: a training step reads the kernel as it is and masks only the
+gradient. Materializing `kernel * mask` every step cost LeNet-300-100 ~15 %
+of its step time (XLA does not fuse a product into the operand of a matrix
+product on the CPU); the gradient's mask fuses into the optimizer's update.
+Inference (`training` false or unset) still multiplies, so a kernel assigned
+from outside is masked there whatever it holds.
 """
 
 import tensorflow as tf
@@ -26,6 +36,14 @@ def _check_group(group):
     return group
 
 
+@tf.custom_gradient
+def _gradient_masked(kernel, mask):
+    """The kernel as is, with its gradient multiplied by the mask."""
+    def grad(upstream):
+        return upstream * mask, None
+    return tf.identity(kernel), grad
+
+
 class _MaskMixin(tfmot_sparsity.PrunableLayer):
     """Mask bookkeeping shared by the masked layers."""
 
@@ -44,6 +62,21 @@ class _MaskMixin(tfmot_sparsity.PrunableLayer):
     def masked_kernel(self):
         """The kernel as the forward pass sees it: pruned positions are 0."""
         return self.kernel * self.mask
+
+    def _kernel_for(self, training):
+        if training:
+            # Equal to masked_kernel() while pruned entries are 0 (module docstring).
+            return _gradient_masked(tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.mask))
+        return self.masked_kernel()
+
+    def assign_mask(self, mask):
+        """Installs `mask` (0/1, the kernel's shape) and zeroes the pruned kernel entries.
+
+        Assigning `layer.mask` directly leaves pruned entries in the kernel,
+        which inference masks but a training step would read.
+        """
+        self.mask.assign(tf.cast(mask, self.mask.dtype))
+        self.kernel.assign(self.kernel * self.mask)
 
     def get_prunable_weights(self):
         # tfmot's PrunableLayer interface: the kernel is prunable, biases never.
@@ -84,10 +117,10 @@ class MaskedDense(keras.layers.Dense, _MaskMixin):
         super().build(input_shape)
         self._build_mask()
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if inputs.dtype.base_dtype != self._compute_dtype_object.base_dtype:
             inputs = tf.cast(inputs, dtype=self._compute_dtype_object)
-        kernel = self.masked_kernel()
+        kernel = self._kernel_for(training)
         rank = inputs.shape.rank
         if rank == 2 or rank is None:
             outputs = tf.matmul(inputs, kernel)
@@ -141,8 +174,8 @@ class MaskedConv2D(keras.layers.Conv2D, _MaskMixin):
         super().build(input_shape)
         self._build_mask()
 
-    def call(self, inputs):
-        outputs = self.convolution_op(inputs, self.masked_kernel())
+    def call(self, inputs, training=None):
+        outputs = self.convolution_op(inputs, self._kernel_for(training))
         if self.use_bias:
             outputs = tf.nn.bias_add(
                 outputs, self.bias, data_format=self._tf_data_format

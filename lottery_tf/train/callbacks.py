@@ -59,7 +59,7 @@ class LotteryCallback(keras.callbacks.Callback):
         layers = {layer.name: layer for layer in masked_layers(self.model)}
         masked_kernels = {}
         for name, layer in layers.items():
-            layer.mask.assign(tf.constant(self._masks[name], dtype=layer.mask.dtype))
+            layer.assign_mask(self._masks[name])
             masked_kernels[weight_key(layer.kernel)] = layer.mask
         if not self._restore:
             return

@@ -119,6 +119,52 @@ class ZeroStaysZeroTest(tf.test.TestCase):
         self.assertAllClose(masked(x), plain(x))
 
 
+class TrainingKernelTest(tf.test.TestCase):
+    """A training step reads the kernel as is and masks its gradient (nn/layers.py).
+
+    Under `assign_mask` (pruned entries zeroed), that is `kernel * mask`
+    exactly: the same outputs and the same gradients, bit for bit, as the
+    inference path that multiplies.
+    """
+
+    def _check(self, layer, x):
+        layer(x)
+        layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=(5, 6)))
+        layer.bias.assign(tf.random.stateless_normal(layer.bias.shape, seed=(7, 8)))
+        mask = _random_mask(layer.kernel.shape, keep=0.4, seed=9)
+        layer.assign_mask(mask)
+        self.assertAllEqual(layer.kernel.numpy()[mask == 0], np.zeros(int((mask == 0).sum()), np.float32))
+        self.assertAllEqual(layer.mask.numpy(), mask)
+        results = {}
+        for training in (True, False):
+            with tf.GradientTape() as tape:
+                out = layer(x, training=training)
+                loss = tf.reduce_sum(out * out)
+            results[training] = (out.numpy(), tape.gradient(loss, layer.kernel).numpy())
+        self.assertAllEqual(results[True][0], results[False][0])
+        self.assertAllEqual(results[True][1], results[False][1])
+        gradient = results[True][1]
+        self.assertAllEqual(gradient[mask == 0], np.zeros(int((mask == 0).sum()), np.float32))
+        self.assertGreater(np.abs(gradient[mask == 1]).max(), 0.0)
+
+    def test_dense(self):
+        self._check(MaskedDense(6, activation="relu"), tf.random.stateless_normal((4, 5), seed=(1, 2)))
+
+    def test_conv(self):
+        self._check(MaskedConv2D(3, 3, padding="same"), tf.random.stateless_normal((2, 6, 6, 2), seed=(3, 4)))
+
+    def test_inference_masks_a_kernel_assigned_from_outside(self):
+        layer = MaskedDense(4)
+        x = tf.random.stateless_normal((3, 5), seed=(1, 1))
+        layer(x)
+        mask = _random_mask(layer.kernel.shape, keep=0.5, seed=2)
+        layer.mask.assign(mask)  # not assign_mask: pruned kernel entries stay nonzero
+        self.assertTrue(np.any(layer.kernel.numpy()[mask == 0] != 0))
+        expected = tf.matmul(x, layer.kernel * mask) + layer.bias
+        self.assertAllClose(layer(x), expected)
+        self.assertAllClose(layer(x, training=False), expected)
+
+
 class LayerConfigAndCheckpointTest(tf.test.TestCase):
     def test_get_config_round_trip(self):
         for layer in (
