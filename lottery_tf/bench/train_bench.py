@@ -17,6 +17,19 @@ with min and max, and ratios are taken between medians. Parts (`--parts`):
                saving; evaluation aside) as a share of a round's wall time
                (target <= 5 %), and resident memory after round 10 vs round 1
                (target <= 1.05).
+  round        one pruned LeNet-300-100 round of --round_iterations (evaluation
+               every 500) on lottery-tf's default path, next to the PyTorch
+               eager loop doing the same work (targets: <= 0.5 of its time,
+               evaluation <= 10 % of the round).
+  evaluation   an evaluation pass over validation + test vs a bare compiled
+               forward pass over the same images, LeNet-300-100 and Conv-2
+               (target <= 1.5), and `model.evaluate` as lottery-tf 0.1 did it.
+  steps        a training step of LeNet-300-100, Conv-2, ResNet-20 and VGG-19
+               (paper batch sizes, random data), XLA off and on, next to the
+               same network's PyTorch eager step: where XLA helps, per family.
+
+The PyTorch columns need an interpreter with PyTorch (`--torch_python`, or
+this one if it imports torch); PyTorch is never a dependency of lottery-tf.
 """
 
 import os
@@ -27,9 +40,10 @@ import time
 from absl import flags
 
 from lottery_tf import errors
+from lottery_tf.bench import versus
 from lottery_tf.cli import app
 
-PARTS = ("train_step", "masking", "pipeline", "rounds")
+PARTS = ("train_step", "masking", "pipeline", "rounds", "round", "evaluation", "steps")
 
 
 def _plain(name, seed=0):
@@ -179,6 +193,16 @@ class TrainBenchmarkCommand(app.Command):
                              "Iterations per round in the rounds part.", flag_values=fv)
         flags.DEFINE_string("bench_data_dir", "",
                             "TFDS data dir with MNIST; empty for TFDS's default.", flag_values=fv)
+        flags.DEFINE_integer("round_iterations", 10000, "Iterations of the round part's round.",
+                             flag_values=fv)
+        flags.DEFINE_string("torch_python", "",
+                            "Python interpreter with PyTorch for the reference columns; empty: this "
+                            "one if it imports torch, else none.", flag_values=fv)
+        flags.DEFINE_list("step_models", [m for m, _, _ in versus.STEP_MODELS],
+                          "Models of the steps part.", flag_values=fv)
+        flags.DEFINE_boolean("bench_deterministic", True,
+                             "Enable op determinism, as lottery-tf's default --deterministic does "
+                             "(XLA is then refused for max-pooling models).", flag_values=fv)
 
     def run(self, fv):
         benchmark(fv)
@@ -188,13 +212,24 @@ def benchmark(fv):
     unknown = [p for p in fv.parts if p not in PARTS]
     if unknown:
         raise errors.LotteryError(f"unknown benchmark part {unknown[0]!r}; known: {', '.join(PARTS)}")
+    import tensorflow as tf
+
     from lottery_tf.train import data
 
+    if fv.bench_deterministic:
+        tf.config.experimental.enable_op_determinism()
+    python = versus.torch_python(fv.torch_python) if {"round", "steps"} & set(fv.parts) else None
     dataset = data.load("mnist", data_dir=fv.bench_data_dir or None)
     all_rows, all_ratios = [], {}
     for part in fv.parts:
         if part == "rounds":
             rows, ratios = rounds(dataset, fv.bench_round_iterations)
+        elif part == "round":
+            rows, ratios = versus.round_part(dataset, fv.repeats, fv.round_iterations, python)
+        elif part == "evaluation":
+            rows, ratios = versus.evaluation_part(dataset, fv.repeats)
+        elif part == "steps":
+            rows, ratios = versus.steps_part(fv.repeats, python, fv.step_models)
         else:
             rows, ratios = globals()[part](dataset, fv.repeats, fv.steps)
         all_rows += rows
