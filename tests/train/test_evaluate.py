@@ -4,8 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from lottery_tf.nn import models
-from lottery_tf.nn.layers import masked_layers
+from lottery_tf.nn.layers import MaskedDense, masked_layers
 from lottery_tf.train import fit as training
 from lottery_tf.train import optimizers
 from lottery_tf.train.evaluate import Evaluator
@@ -22,7 +21,9 @@ def _sets(sizes, batch_size, seed=0):
 
 
 def _model(jit_compile, regularized=False):
-    model = models.build("lenet_300_100", (28, 28, 1), 10, seed=3)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              MaskedDense(16, activation="relu", kernel_initializer=keras.initializers.GlorotNormal(3)),
+                              MaskedDense(10, kernel_initializer=keras.initializers.GlorotNormal(4))])
     if regularized:
         model.add_loss(lambda: 1e-3 * tf.reduce_sum(tf.square(masked_layers(model)[0].kernel)))
     training.compile_model(model, optimizers.make_optimizer("adam", 1e-3), jit_compile, 1)
