@@ -92,10 +92,9 @@ def _import(module_name, name, flag):
 
 
 def _import_error(module_name, name, flag, e):
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return errors.LotteryError(
-        f"--{flag}={name}: cannot import {module_name!r} ({type(e).__name__}"
-        f"{': ' + first if first else ''}); put it on PYTHONPATH or run from its directory")
+        f"--{flag}={name}: cannot import {module_name!r} ({errors.one_line(e)}); put it on "
+        "PYTHONPATH or run from its directory")
 
 
 def _keyword(flag):

@@ -26,7 +26,7 @@ from lottery_tf.nn.layers import masked_layers
 from lottery_tf.pruning import Pruner, PruningContext, schedule
 from lottery_tf.train import callbacks as callbacks_lib
 from lottery_tf.train import data as data_lib
-from lottery_tf.train import distribute, optimizers
+from lottery_tf.train import distribute, optimizers, random_layers
 from lottery_tf.train import fit as training
 from lottery_tf.train.callbacks import LotteryCallback, WeightSnapshot, model_weights
 
@@ -138,6 +138,7 @@ def setup(config, dataset=None, model_seed=None):
             config.warmup_iterations, config.lr_drop_iterations(), config.lr_drop_factor,
         )
         training.compile_model(model, optimizer, jit_compile, steps, getattr(dataset, "loss", None))
+        random_layers.seed_by_step(model, seed)
     return Experiment(config, dataset, model, iterations)
 
 

@@ -268,12 +268,10 @@ def _convert(model, chosen, group_of, copies):
             try:
                 new = layer.__class__.from_config(layer.get_config())
             except Exception as e:  # noqa: BLE001 - any failure of user code: one line
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 raise errors.LotteryError(
-                    f"layer {layer.name!r} ({type(layer).__name__}) cannot be copied: "
-                    f"{type(e).__name__}{': ' + first if first else ''}; give "
-                    f"{type(layer).__name__} a get_config() that returns its constructor's "
-                    "arguments (Keras's custom-layer guide)") from None
+                    f"layer {layer.name!r} ({type(layer).__name__}) cannot be copied "
+                    f"({errors.one_line(e)}); give {type(layer).__name__} a get_config() that "
+                    "returns its constructor's arguments (Keras's custom-layer guide)") from None
         copies[id(layer)] = (layer, new)
         return new
 
