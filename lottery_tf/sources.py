@@ -64,12 +64,12 @@ def resolve(name, flag):
     module = _import(module_name, name, flag)
     target = module
     for part in attribute.split("."):
+        if not hasattr(target, part) and module_name == "__main__":
+            raise errors.LotteryError(
+                f"--{flag}={name}: {attribute!r} was defined in the script that made the run, "
+                "which this program is not; move it into a module and use that import path")
         if not hasattr(target, part):
-            where = ("the script that made the run, not the command line's"
-                     if module_name == "__main__" else f"module {module_name!r}")
-            hint = ("; move it into a module and use that import path"
-                    if module_name == "__main__" else "")
-            raise errors.LotteryError(f"--{flag}={name}: {where} has no {attribute!r}{hint}")
+            raise errors.LotteryError(f"--{flag}={name}: module {module_name!r} has no {attribute!r}")
         target = getattr(target, part)
     return target
 

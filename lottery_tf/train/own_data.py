@@ -88,21 +88,23 @@ def load(name, data_dir=None, validation_size=5000):
     if not isinstance(target.num_classes, int) or target.num_classes < 2:
         raise errors.LotteryError(
             f"--dataset={name}: num_classes={target.num_classes!r} must be an integer of at least 2")
-    total = _count(target.train)
-    validation, train = target.validation, target.train
+    train, validation, test = (_sized(getattr(target, split), split, name)
+                               for split in ("train", "validation", "test"))
+    total = int(train.cardinality())
     if validation is None:
         if total <= validation_size:
             raise errors.LotteryError(
                 f"--dataset={name} has {total} training examples: too few to hold out "
                 f"--validation_size={validation_size}; lower it or give Data(validation=...)")
-        validation, train, total = train.take(validation_size), train.skip(validation_size), total - validation_size
+        validation, train = train.take(validation_size), train.skip(validation_size)
+        total -= validation_size
     return OwnDataset(
         name=name,
         input_shape=input_shape,
         num_classes=target.num_classes,
         num_train=total,
         validation=_eval_pipeline(validation),
-        test=_eval_pipeline(target.test),
+        test=_eval_pipeline(test),
         _train_examples=train.cache(),
         loss=target.loss,
     )
@@ -128,11 +130,16 @@ def _check_examples(dataset, split, name):
         "(input, label))")
 
 
-def _count(dataset):
-    total = int(dataset.cardinality())
-    if total < 0:  # unknown (e.g. read from files): count once
-        total = int(dataset.reduce(0, lambda n, _: n + 1))
-    return total
+def _sized(dataset, split, name):
+    """`dataset` with its size known to tf.data (Keras's evaluation needs it)."""
+    if dataset is None or int(dataset.cardinality()) >= 0:
+        return dataset
+    if int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise errors.LotteryError(
+            f"--dataset={name}: {split} repeats forever; give one pass over the examples "
+            "(lottery-tf repeats and shuffles the training examples itself)")
+    count = int(dataset.reduce(0, lambda n, _: n + 1))  # e.g. read from files: count once
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 
 def _eval_pipeline(examples):
