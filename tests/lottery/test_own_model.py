@@ -134,6 +134,16 @@ class PythonTest(tf.test.TestCase):
         self.assertEqual(read_json(RunDir(path).config_path)["model"], "python:plain")
 
 
+    def test_the_dataset_functions_loss_is_the_training_loss(self):
+        config = tiny_config(model="own_fixtures:plain_cnn", dataset="own_fixtures:blobs_half_loss",
+                             validation_size=40, iterations=10)
+        model = runner.setup(config).model
+        self.assertIsInstance(model.loss, own_fixtures.HalfLoss)
+        x, y = own_fixtures._examples(40, 1).batch(40).get_single_element()
+        full = tf.nn.sparse_softmax_cross_entropy_with_logits(y, model(x))
+        self.assertAllClose(model.evaluate(x, y, verbose=0)[0], 0.5 * float(tf.reduce_mean(full)), rtol=1e-5)
+
+
 class RunNameTest(tf.test.TestCase):
     def test_registry_names_keep_their_run_directory_names(self):
         self.assertEqual(Config().default_run_name(), "lenet_300_100_mnist_aa2189c37c7d")
