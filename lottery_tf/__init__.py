@@ -15,6 +15,8 @@ _PUBLIC = {
     "make_report": "lottery_tf.report",
     "MaskedDense": "lottery_tf.nn.layers",
     "MaskedConv2D": "lottery_tf.nn.layers",
+    "make_prunable": "lottery_tf.nn.prunable",
+    "Data": "lottery_tf.train.own_data",
 }
 
 

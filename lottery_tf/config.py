@@ -22,7 +22,7 @@ import importlib
 import json
 import math
 
-from lottery_tf import errors
+from lottery_tf import errors, sources
 
 HYPERPARAMETER = "hyperparameter"
 OPTION = "option"
@@ -95,10 +95,12 @@ class Config:
 
     # --- Hyperparameters (part of the run's identity). ---
     model: str = hyperparameter(
-        "lenet_300_100", "Model: {choices} (input shape and class count come from the dataset).",
+        "lenet_300_100", "Model: {choices} (input shape and class count come from the dataset), "
+        "or your own: package.module:function returning a tf_keras model (docs/OWN_MODEL.md).",
         choices="lottery_tf.nn.models:MODELS", fixed=True)
     dataset: str = hyperparameter(
-        "mnist", "TFDS image-classification dataset (mnist, fashion_mnist, cifar10, ...).",
+        "mnist", "TFDS image-classification dataset (mnist, fashion_mnist, cifar10, ...), or "
+        "your own: package.module:function returning a lottery_tf.Data (docs/OWN_MODEL.md).",
         fixed=True)
     validation_size: int = hyperparameter(
         5000, "Training examples held out for validation (early stopping).",
@@ -266,7 +268,8 @@ class Config:
 
     def default_run_name(self):
         """Run-directory name from the hyperparameters (open_lth style)."""
-        return f"{self.model}_{self.dataset}_{self.hyperparameter_hash()}"
+        return (f"{sources.short_name(self.model)}_{sources.short_name(self.dataset)}_"
+                f"{self.hyperparameter_hash()}")
 
     def train_iterations(self, num_train):
         """Training length in iterations; epochs are whole passes of train."""

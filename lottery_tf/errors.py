@@ -19,3 +19,11 @@ class Interrupted(Exception):
     def message(self):
         at = f" at {self.where}" if self.where else ""
         return f"interrupted{at}; rerun the same command to resume"
+
+
+def one_line(error, limit=200):
+    """`error` as 'Type: message' on one line, for a message about someone else's code."""
+    text = " ".join(str(error).split())
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from lottery_tf import errors
+from lottery_tf import errors, sources
 
 PROBES = ("auto", "dataset", "random")
 RANDOM_PROBE_SIZE = 64
@@ -65,7 +65,7 @@ def _dataset_images(name, data_dir, size, shape):
     from lottery_tf.train import data
 
     try:
-        if not tfds.builder(name, data_dir=data_dir).is_prepared():
+        if not sources.is_own(name) and not tfds.builder(name, data_dir=data_dir).is_prepared():
             where = data_dir or "the TFDS data dir"
             return None, None, f"dataset {name!r} is not prepared in {where}"
         dataset = data.load(name, data_dir=data_dir, validation_size=1)

@@ -17,16 +17,16 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from lottery_tf import errors
+from lottery_tf import errors, sources
 from lottery_tf.lottery import storage, tensorboard
 from lottery_tf.lottery.run_dir import RunDir
 from lottery_tf.lottery.storage import is_recorded, read_arrays, read_json, write_arrays, write_json
-from lottery_tf.nn import models
+from lottery_tf.nn import models, own_models
 from lottery_tf.nn.layers import masked_layers
 from lottery_tf.pruning import Pruner, PruningContext, schedule
 from lottery_tf.train import callbacks as callbacks_lib
 from lottery_tf.train import data as data_lib
-from lottery_tf.train import distribute, optimizers
+from lottery_tf.train import distribute, optimizers, random_layers
 from lottery_tf.train import evaluate as evaluate_lib
 from lottery_tf.train import xla
 from lottery_tf.train import fit as training
@@ -140,7 +140,8 @@ def setup(config, dataset=None, model_seed=None):
             config.optimizer, config.learning_rate, config.momentum, config.weight_decay,
             config.warmup_iterations, config.lr_drop_iterations(), config.lr_drop_factor,
         )
-        training.compile_model(model, optimizer, jit_compile, steps)
+        training.compile_model(model, optimizer, jit_compile, steps, getattr(dataset, "loss", None))
+        random_layers.seed_by_step(model, seed)
     evaluator = evaluate_lib.Evaluator(
         model, {"val": dataset.validation, "test": dataset.test},
         jit_compile=xla.for_evaluation(config.jit_compile, jit_compile))
@@ -230,13 +231,38 @@ def dense_masks(experiment):
     return {layer.name: np.ones(layer.mask.shape, np.float32) for layer in experiment.layers}
 
 
-def run(config, progress=print, dataset=None):
+def with_own(config, model=None, data=None, recorded=False):
+    """`config` naming the user's own model and data handed over from Python.
+
+    Args:
+      model: a model function, a built tf_keras model (its weights are θ0),
+        or an import path; None keeps `config.model`.
+      data: a dataset function, a `lottery_tf.Data`, or an import path; None
+        keeps `config.dataset`.
+      recorded: `config` is an existing run's: the objects must be the ones
+        it recorded (see `sources`).
+    """
+    if isinstance(model, keras.Model):
+        model = own_models.from_built(model, config.seed)
+    names = {"model": model, "dataset": data}
+    changes = {k: sources.name_for(v, k) for k, v in names.items() if v is not None}
+    for key, name in changes.items():
+        if recorded and name != getattr(config, key):
+            raise errors.LotteryError(
+                f"the run was made with --{key}={getattr(config, key)}, not {name}: hand over "
+                "the same object (or function) it was made with")
+    return dataclasses.replace(config, **changes)
+
+
+def run(config, progress=print, dataset=None, model=None, data=None):
     """Runs (or resumes) the lottery experiment `config` describes.
 
     Args:
       config: a `Config`.
       progress: called with one line of text per round.
       dataset: a `data.Dataset` to use instead of loading `config.dataset`.
+      model, data: your own model and data instead of `config.model` and
+        `config.dataset` (see `with_own`; docs/OWN_MODEL.md).
 
     Returns:
       The metrics dict of every round, in order.
@@ -245,6 +271,7 @@ def run(config, progress=print, dataset=None):
       errors.LotteryError: bad configuration, data or run directory; raised
         before anything is written.
     """
+    config = with_own(config, model, data)
     check(config)
     run_dir = RunDir.for_config(config)
     with damage_explained(run_dir):

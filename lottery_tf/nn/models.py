@@ -4,20 +4,35 @@ Every builder takes the dataset's input shape and class count, so any model
 runs on any image dataset, and a seed: layer initializers are seeded one by
 one from it, so the same seed always gives the same θ0, in any process.
 Layer names are fixed because run directories key weights and masks by them.
+A user's own model (`package.module:function`, see `own_models.py`) is
+accepted wherever a registered name is.
 """
 
 import tf_keras as keras
 
+from lottery_tf import sources
 from lottery_tf.nn.layers import MaskedConv2D, MaskedDense
 from lottery_tf.registry import Registry
 
-MODELS = Registry("model")
+
+class _ModelRegistry(Registry):
+    def get(self, name):
+        if sources.is_own(name):
+            return sources.resolve(name, "model")
+        return super().get(name)
+
+
+MODELS = _ModelRegistry("model")
 register = MODELS.register
 names = MODELS.names
 
 
 def build(name, input_shape, num_classes, seed):
-    """Builds registered model `name` for images of `input_shape`."""
+    """Builds model `name` (registered, or your own) for inputs of `input_shape`."""
+    if sources.is_own(name):
+        from lottery_tf.nn import own_models
+
+        return own_models.build(name, tuple(input_shape), int(num_classes), seed)
     builder = MODELS.get(name)
     return builder(tuple(input_shape), int(num_classes), _Seeds(seed))
 

@@ -17,7 +17,7 @@ import urllib.parse
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from lottery_tf import errors
+from lottery_tf import errors, sources
 
 EVAL_BATCH_SIZE = 1000
 _PROBE_TIMEOUT_S = 3.0
@@ -215,7 +215,8 @@ def load(name, data_dir=None, manual_dir=None, validation_size=5000):
     """Loads TFDS dataset `name`, preparing it first if needed.
 
     Args:
-      name: a TFDS image-classification dataset (`mnist`, `cifar10`, ...).
+      name: a TFDS image-classification dataset (`mnist`, `cifar10`, ...), or
+        your own as `package.module:function` (see `own_data`).
       data_dir: TFDS data dir; None for TFDS's default (or `TFDS_DATA_DIR`).
       manual_dir: directory with the dataset's original files, for preparing
         it offline (TFDS's manual-download route).
@@ -225,6 +226,10 @@ def load(name, data_dir=None, manual_dir=None, validation_size=5000):
       errors.LotteryError: unknown dataset, not image classification, not
         available offline, or too small for the holdout.
     """
+    if sources.is_own(name):
+        from lottery_tf.train import own_data  # which builds on this module
+
+        return own_data.load(name, data_dir, validation_size)
     builder = _builder(name, data_dir)
     if not builder.is_prepared():
         _prepare(builder, data_dir, manual_dir)

@@ -25,15 +25,16 @@ def jit_supported(strategy, model=None, deterministic=False):
     return xla.supported(strategy, model, deterministic)
 
 
-def compile_model(model, optimizer, jit_compile, steps_per_execution):
+def compile_model(model, optimizer, jit_compile, steps_per_execution, loss=None):
     """Compiles for training; call inside the distribution strategy's scope.
 
     Args:
       optimizer: a Keras optimizer (see `make_optimizer`).
+      loss: a Keras loss of (integer labels, logits); None for cross-entropy.
     """
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,

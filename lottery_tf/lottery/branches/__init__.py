@@ -32,7 +32,7 @@ BRANCHES = _BranchRegistry("branch")
 
 
 def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
-               data_dir=None, verbose=None, dataset=None):
+               data_dir=None, verbose=None, dataset=None, model=None, data=None):
     """Runs (or resumes) branch `kind` of the run in `run_path`.
 
     Args:
@@ -45,6 +45,8 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
       progress: called with one line per entry.
       data_dir, verbose: override the run's saved options.
       dataset: a `data.Dataset` to use instead of loading the run's dataset.
+      model, data: the objects a run made with `lottery_tf.run(config,
+        model=..., data=...)` was handed, in another process.
 
     Returns:
       The metrics of each entry, in order.
@@ -54,7 +56,7 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
         raise errors.LotteryError(f"--run_dir {run_path} holds no lottery-tf run (no config.json)")
     branch_class = BRANCHES.get(kind)
     with runner.damage_explained(main):
-        config = Config.from_dict(main.read_config())
+        config = runner.with_own(Config.from_dict(main.read_config()), model, data, recorded=True)
         overrides = {"data_dir": data_dir} if data_dir else {}
         if verbose is not None:
             overrides["verbose"] = verbose
