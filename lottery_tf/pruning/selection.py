@@ -76,3 +76,52 @@ def global_(scores, masks, fractions):
     for i, name in enumerate(included):
         new_masks[name].reshape(-1)[position[chosen[owner[chosen] == i]]] = 0
     return new_masks
+
+
+# The global scope ranks its layers together: one pool, one fraction.
+global_.pooled = True
+
+
+def iterated(select, score, masks, fractions, steps):
+    """`select` in `steps` steps, re-scoring before each (SynFlow's schedule).
+
+    Exponential schedule: steps 1..n-1 each remove 1 - (1 - f)^(1/n) of the
+    survivors, so after step k about (1 - f)^(k/n) remain; the last step
+    removes exactly what is left to reach the count one step would remove
+    (per layer, or per pool for a pooled scope such as global), so iterated
+    and one-step pruning end at the same counts.
+
+    Args:
+      select: a registered scope.
+      score: masks -> scores (the criterion, evaluated under those masks).
+      masks, fractions: as for `select`.
+      steps: the number of steps, >= 1.
+    """
+    start = masks
+    rate = {name: 1.0 - (1.0 - f) ** (1.0 / steps) for name, f in fractions.items()}
+    for step in range(1, steps + 1):
+        if step < steps:
+            now = rate
+        else:
+            now = _rest(start, masks, fractions, getattr(select, "pooled", False))
+        masks = select(score(masks), masks, now)
+    return masks
+
+
+def _rest(start, masks, fractions, pooled):
+    """Fractions that take `masks` to the counts one step from `start` would leave."""
+    def alive(names, of):
+        return sum(int(np.count_nonzero(of[name])) for name in names)
+
+    pools = [[name for name in masks if fractions[name] > 0]] if pooled else [[name] for name in masks]
+    rest = {name: 0.0 for name in masks}
+    for pool in pools:
+        if not pool:
+            continue
+        before, now = alive(pool, start), alive(pool, masks)
+        want = before - count_to_prune(fractions[pool[0]], before)
+        # Guarded: rounding in earlier steps could (in tiny layers) overshoot.
+        fraction = max(0.0, (now - want) / now) if now else 0.0
+        for name in pool:
+            rest[name] = fraction
+    return rest
