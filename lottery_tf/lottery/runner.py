@@ -137,10 +137,7 @@ def setup(config, dataset=None, model_seed=None):
     with strategy.scope():
         model = models.build(config.model, dataset.input_shape, dataset.num_classes, seed)
         jit_compile = config.jit_compile and training.jit_supported(strategy, model, config.deterministic)
-        optimizer = optimizers.make_optimizer(
-            config.optimizer, config.learning_rate, config.momentum, config.weight_decay,
-            config.warmup_iterations, config.lr_drop_iterations(), config.lr_drop_factor,
-        )
+        optimizer = optimizers.for_config(config)
         training.compile_model(model, optimizer, jit_compile, steps)
     return Experiment(config, dataset, model, iterations)
 

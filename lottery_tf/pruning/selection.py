@@ -85,11 +85,11 @@ global_.pooled = True
 def iterated(select, score, masks, fractions, steps):
     """`select` in `steps` steps, re-scoring before each (SynFlow's schedule).
 
-    Exponential schedule: steps 1..n-1 each remove 1 - (1 - f)^(1/n) of the
-    survivors, so after step k about (1 - f)^(k/n) remain; the last step
-    removes exactly what is left to reach the count one step would remove
-    (per layer, or per pool for a pooled scope such as global), so iterated
-    and one-step pruning end at the same counts.
+    Exponential schedule, as Tanaka et al.'s `prune_loop`: after step k of n,
+    each layer (or each pool, for a pooled scope such as global) has lost
+    round-half-up((1 - (1 - f)^(k/n)) * alive) of the `alive` weights it
+    started with, so the last step ends at the count one step would remove,
+    and no step removes more than the schedule has reached.
 
     Args:
       select: a registered scope.
@@ -98,30 +98,17 @@ def iterated(select, score, masks, fractions, steps):
       steps: the number of steps, >= 1.
     """
     start = masks
-    rate = {name: 1.0 - (1.0 - f) ** (1.0 / steps) for name, f in fractions.items()}
+    pools = ([[name for name in masks if fractions[name] > 0]] if getattr(select, "pooled", False)
+             else [[name] for name in masks])
     for step in range(1, steps + 1):
-        if step < steps:
-            now = rate
-        else:
-            now = _rest(start, masks, fractions, getattr(select, "pooled", False))
+        now = {name: 0.0 for name in masks}
+        for pool in filter(None, pools):
+            before = sum(int(np.count_nonzero(start[name])) for name in pool)
+            alive = sum(int(np.count_nonzero(masks[name])) for name in pool)
+            f = fractions[pool[0]]
+            reached = f if step == steps else 1.0 - (1.0 - f) ** (step / steps)
+            todo = count_to_prune(reached, before) - (before - alive)
+            for name in pool:
+                now[name] = todo / alive if alive else 0.0
         masks = select(score(masks), masks, now)
     return masks
-
-
-def _rest(start, masks, fractions, pooled):
-    """Fractions that take `masks` to the counts one step from `start` would leave."""
-    def alive(names, of):
-        return sum(int(np.count_nonzero(of[name])) for name in names)
-
-    pools = [[name for name in masks if fractions[name] > 0]] if pooled else [[name] for name in masks]
-    rest = {name: 0.0 for name in masks}
-    for pool in pools:
-        if not pool:
-            continue
-        before, now = alive(pool, start), alive(pool, masks)
-        want = before - count_to_prune(fractions[pool[0]], before)
-        # Guarded: rounding in earlier steps could (in tiny layers) overshoot.
-        fraction = max(0.0, (now - want) / now) if now else 0.0
-        for name in pool:
-            rest[name] = fraction
-    return rest

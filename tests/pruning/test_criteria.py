@@ -200,24 +200,24 @@ class AtInitCriteriaTest(tf.test.TestCase):
         for scope, fractions in (("layerwise", {"fc1": 0.6, "output": 0.3}),
                                  ("global", {"fc1": 0.5, "output": 0.5})):
             masks = Pruner("synflow", scope, fractions, config)(context)
-            # By hand: re-score under the current masks, prune, repeat.
-            want = {"fc1": self.m1, "output": self.m2}
+            # By hand: re-score under the current masks, prune to the schedule's count, repeat.
+            start = {"fc1": self.m1, "output": self.m2}
+            pools = [["fc1", "output"]] if scope == "global" else [["fc1"], ["output"]]
+            want = start
             select = selection.SCOPES.get(scope)
-            rate = {n: 1 - (1 - f) ** (1 / steps) for n, f in fractions.items()}
-            for _ in range(steps - 1):
+            for k in range(1, steps + 1):
+                now = {}
+                for pool in pools:
+                    before = sum(int(start[n].sum()) for n in pool)
+                    alive = sum(int(want[n].sum()) for n in pool)
+                    f = fractions[pool[0]]
+                    reached = int(np.floor((1 - (1 - f) ** (k / steps)) * before + 0.5))
+                    if k == steps:
+                        reached = int(np.floor(f * before + 0.5))
+                    now.update({n: (reached - (before - alive)) / alive for n in pool})
                 s1, s2 = self._synflow_by_hand(want["fc1"], want["output"])
-                want = select({"fc1": s1, "output": s2}, want, rate)
-            one_step = select({"fc1": self.w1, "output": self.w2}, {"fc1": self.m1, "output": self.m2},
-                              fractions)
-            if scope == "layerwise":
-                counts = {n: int(one_step[n].sum()) for n in one_step}
-                left = {n: (int(want[n].sum()) - counts[n]) / int(want[n].sum()) for n in want}
-            else:
-                total = sum(int(m.sum()) for m in one_step.values())
-                alive = sum(int(m.sum()) for m in want.values())
-                left = {n: (alive - total) / alive for n in want}
-            s1, s2 = self._synflow_by_hand(want["fc1"], want["output"])
-            want = select({"fc1": s1, "output": s2}, want, left)
+                want = select({"fc1": s1, "output": s2}, want, now)
+            one_step = select({"fc1": self.w1, "output": self.w2}, start, fractions)
             for name in masks:
                 self.assertAllEqual(masks[name], want[name], (scope, name))
             # Iterating ends at the counts one step would leave.
@@ -234,3 +234,28 @@ class AtInitCriteriaTest(tf.test.TestCase):
         self._assert_restored(model, before)
         self.assertEqual(set(criteria.at_init_names()),
                          {"snip", "grasp", "synflow", "magnitude_at_init", "random"})
+
+
+class IteratedSelectionTest(tf.test.TestCase):
+    def test_many_small_steps_end_at_the_one_step_counts(self):
+        # 100 steps of ~2 weights each: rounding every step up would overshoot (the
+        # output layer of LeNet at 19%: 0.0021 * alive rounds to 2 > 1.9).
+        rng = np.random.default_rng(0)
+        masks = {"a": np.ones((100, 10), np.float32), "b": np.ones((30, 10), np.float32)}
+        alive = []
+
+        def score(current):
+            alive.append({n: int(m.sum()) for n, m in current.items()})
+            return {n: rng.random(m.shape) for n, m in current.items()}
+
+        for scope, fractions in (("layerwise", {"a": 0.19, "b": 0.36}), ("global", {"a": 0.19, "b": 0.19})):
+            alive.clear()
+            select = selection.SCOPES.get(scope)
+            new = selection.iterated(select, score, masks, fractions, 100)
+            one = select({n: rng.random(m.shape) for n, m in masks.items()}, masks, fractions)
+            if scope == "layerwise":
+                self.assertEqual({n: int(m.sum()) for n, m in new.items()}, {"a": 810, "b": 192})
+            self.assertEqual(sum(int(m.sum()) for m in new.values()), sum(int(m.sum()) for m in one.values()))
+            totals = [sum(a.values()) for a in alive]
+            self.assertEqual(len(totals), 100)
+            self.assertTrue(all(x >= y for x, y in zip(totals, totals[1:])), scope)
