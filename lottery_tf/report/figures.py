@@ -5,12 +5,12 @@ import os
 from lottery_tf.lottery import branches
 
 
-def _errorbar(ax, rows, metric, label, scale=100.0, marker="o"):
+def _errorbar(ax, rows, metric, label, scale=100.0, marker="o", color=None):
     xs = [r["remaining_pct"] for r in rows]
     ys = [scale * r[metric] for r in rows]
     low = [scale * (r[metric] - r[f"{metric}_min"]) for r in rows]
     high = [scale * (r[f"{metric}_max"] - r[metric]) for r in rows]
-    ax.errorbar(xs, ys, yerr=[low, high], label=label, marker=marker, markersize=4, capsize=3)
+    ax.errorbar(xs, ys, yerr=[low, high], label=label, marker=marker, markersize=4, capsize=3, color=color)
 
 
 def _log_remaining_axis(ax):
@@ -23,6 +23,19 @@ def _log_remaining_axis(ax):
     ax.grid(True, which="both", alpha=0.3)
 
 
+def _legend(ax, count, outside=True):
+    """The legend: inside for a few series; beside the axes for many (it would hide points)."""
+    if count <= 6:
+        ax.legend()
+    elif outside:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+
+
+def _fit(count):
+    """savefig arguments that keep a legend beside the axes in the picture."""
+    return {"bbox_inches": "tight"} if count > 6 else {}
+
+
 def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
     import matplotlib
 
@@ -32,32 +45,35 @@ def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
     labels = {row["series"]: branches.series_label(row["series"]) for row in rows}
     series = {kind: [r for r in rows if r["series"] == kind] for kind in labels}
     series = {kind: sorted(rs, key=lambda r: -r["remaining_pct"]) for kind, rs in series.items() if rs}
+    # Matplotlib's default cycle repeats after 10 colors; criteria and arms can be twice that.
+    colors = {kind: plt.cm.tab20(i % 20) if len(series) > 10 else f"C{i}" for i, kind in enumerate(series)}
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    extra = 4.5 if len(series) > 6 else 0.0  # room for a legend beside the axes
+    fig, axes = plt.subplots(1, 2, figsize=(12 + extra, 4.5), sharey=True)
     for ax, metric, name in zip(axes, ("early_stop_test_accuracy", "final_test_accuracy"),
                                 ("at early stop", "at end of training")):
         for kind, rs in series.items():
-            _errorbar(ax, rs, metric, labels[kind])
+            _errorbar(ax, rs, metric, labels[kind], color=colors[kind])
         _log_remaining_axis(ax)
         ax.set_title(f"{title}: test accuracy {name}")
         ax.set_ylabel("test accuracy (%)")
-        ax.legend(fontsize="small" if len(series) > 6 else None)
+        _legend(ax, len(series), outside=ax is axes[-1])
     fig.tight_layout()
-    fig.savefig(os.path.join(report_dir, "accuracy_vs_remaining.png"), dpi=110)
+    fig.savefig(os.path.join(report_dir, "accuracy_vs_remaining.png"), dpi=110, **_fit(len(series)))
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5 + extra, 4.5))
     for kind, rs in series.items():
-        _errorbar(ax, rs, "early_stop_iteration", labels[kind], scale=1.0)
+        _errorbar(ax, rs, "early_stop_iteration", labels[kind], scale=1.0, color=colors[kind])
     _log_remaining_axis(ax)
     ax.set_ylabel("early-stopping iteration (min val loss)")
     ax.set_title(f"{title}: early-stopping iteration")
-    ax.legend(fontsize="small" if len(series) > 6 else None)
+    _legend(ax, len(series))
     fig.tight_layout()
-    fig.savefig(os.path.join(report_dir, "early_stop_vs_remaining.png"), dpi=110)
+    fig.savefig(os.path.join(report_dir, "early_stop_vs_remaining.png"), dpi=110, **_fit(len(series)))
     plt.close(fig)
 
-    _layers_by_method(plt, series, labels, runs, report_dir, title, layers_at_remaining)
+    _layers_by_method(plt, series, labels, colors, runs, report_dir, title, layers_at_remaining)
 
     imp = next(iter(runs[0].values()))
     rounds = sorted(imp)
@@ -95,7 +111,7 @@ def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
     plt.close(fig)
 
 
-def _layers_by_method(plt, series, labels, runs, report_dir, title, at_remaining):
+def _layers_by_method(plt, series, labels, colors, runs, report_dir, title, at_remaining):
     """Bars of % remaining per layer, one group per layer, one bar per series.
 
     Each series shows its level whose mean overall % remaining is nearest
@@ -115,7 +131,7 @@ def _layers_by_method(plt, series, labels, runs, report_dir, title, at_remaining
     for i, (key, (overall, by_layer)) in enumerate(chosen.items()):
         xs = [j - 0.4 + width * (i + 0.5) for j in range(len(layers))]
         ax.bar(xs, [by_layer.get(layer, 0.0) for layer in layers], width,
-               label=f"{labels[key]} ({overall:.2f}%)")
+               label=f"{labels[key]} ({overall:.2f}%)", color=colors[key])
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers)
     ax.set_yscale("log")
