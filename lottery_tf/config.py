@@ -132,6 +132,9 @@ class Config:
     criterion: str = hyperparameter(
         "magnitude", "Pruning criterion, what scores the weights: {choices}.",
         choices="lottery_tf.pruning.criteria:CRITERIA", since="0.2")
+    synflow_iterations: int = hyperparameter(
+        100, "Scoring steps of --criterion=synflow (exponential schedule; Tanaka et al. 2020).",
+        check=at_least(1), since="0.2")
     conv_rate: float = hyperparameter(
         0.1, "Fraction of surviving conv weights pruned per round.", check=rate())
     fc_rate: float = hyperparameter(

@@ -3,6 +3,8 @@
     lottery-tf branch --run_dir=runs/x --branch=random_reinit [--branch_rounds=1,2] [--branch_seed=1]
     lottery-tf branch --run_dir=runs/x --branch=random_pruning
     lottery-tf branch --run_dir=runs/x --branch=one_shot --targets=0.5,0.8,0.9,0.964
+    lottery-tf branch --run_dir=runs/x --branch=at_init --branch_criterion=snip [--ablation=shuffle]
+    lottery-tf branch --run_dir=runs/x --branch=tfmot_gradual
 """
 
 from absl import flags
@@ -20,7 +22,7 @@ def parse_numbers(values, kind, name):
 
 class BranchCommand(app.Command):
     name = "branch"
-    summary = "Runs a control (a branch) of an existing run: random reinit, random pruning, one-shot."
+    summary = "Runs a control (a branch) of an existing run: reinit, random pruning, one-shot, at init, tfmot."
 
     def define_flags(self, fv):
         from lottery_tf.lottery.branches import BRANCHES
@@ -34,6 +36,14 @@ class BranchCommand(app.Command):
         flags.DEFINE_integer("branch_seed", 1, "Seed of the random reinit or the random masks.",
                              flag_values=fv)
         flags.DEFINE_list("targets", [], "one_shot: overall sparsities in (0, 1).", flag_values=fv)
+        flags.DEFINE_string("branch_criterion", "", "at_init: the at-initialization criterion "
+                            "(snip, grasp, synflow, magnitude_at_init, random).", flag_values=fv)
+        flags.DEFINE_string("ablation", "", "at_init: none, shuffle (masks permuted within each "
+                            "layer), reinit (fresh init), invert (highest scores pruned).",
+                            flag_values=fv)
+        flags.DEFINE_string("branch_scope", "", "at_init: layerwise (the rounds' per-layer counts) "
+                            "or global (the rounds' overall count); default: the run's.",
+                            flag_values=fv)
         flags.DEFINE_string("branch_data_dir", "", "TFDS data dir, if not the run's.", flag_values=fv)
         flags.DEFINE_integer("branch_verbose", None, "Keras progress, if not the run's.",
                              flag_values=fv)
@@ -51,4 +61,6 @@ class BranchCommand(app.Command):
         branches.run_branch(
             fv.run_dir, fv.branch, rounds=rounds, seed=fv.branch_seed, targets=targets,
             progress=app.print_line, data_dir=fv.branch_data_dir or None, verbose=verbose,
+            options={name: value for name, value in (("criterion", fv.branch_criterion),
+                     ("ablation", fv.ablation), ("scope", fv.branch_scope)) if value},
         )

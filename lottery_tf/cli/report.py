@@ -21,6 +21,9 @@ class ReportCommand(app.Command):
                           "default: about five spread over the run.", flag_values=fv)
         flags.DEFINE_string("title", "", "Figure title prefix (default: model / dataset).",
                             flag_values=fv)
+        flags.DEFINE_float("layers_at_remaining", 7.0, "Overall % of weights remaining at which "
+                           "layer_sparsity_by_method.png compares the series' per-layer sparsities "
+                           "(each series at its nearest level).", flag_values=fv)
 
     def run(self, fv):
         from lottery_tf.report import make_report
@@ -30,5 +33,9 @@ class ReportCommand(app.Command):
         except ValueError:
             raise errors.LotteryError(
                 f"--curve_rounds={','.join(fv.curve_rounds)} is not a list of rounds") from None
-        rows = make_report(fv.runs, fv.report_dir, curve_rounds, fv.title)
+        if not 0.0 < fv.layers_at_remaining <= 100.0:
+            raise errors.LotteryError(
+                f"--layers_at_remaining={fv.layers_at_remaining} is outside (0, 100] (a percent of "
+                "weights remaining)")
+        rows = make_report(fv.runs, fv.report_dir, curve_rounds, fv.title, fv.layers_at_remaining)
         app.print_line(f"{len(rows)} rows -> {os.path.join(fv.report_dir, 'results.md')} and figures")

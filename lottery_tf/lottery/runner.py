@@ -75,7 +75,11 @@ class Experiment:
     def pruner(self, one_shot_target=None):
         """The `Pruner` of one IMP round, or of one-shot pruning to a target."""
         fractions = schedule.fractions_for(self.config, self.groups, self.sizes, one_shot_target)
-        return Pruner(self.config.criterion, self.config.pruning_scope, fractions)
+        return Pruner(self.config.criterion, self.config.pruning_scope, fractions, self.config)
+
+    def first_batch(self, seed):
+        """The first training batch of data seed `seed` (for criteria that read data)."""
+        return next(iter(self.dataset.train(self.config.batch_size, seed=seed)))
 
 
 @dataclasses.dataclass
@@ -136,10 +140,7 @@ def setup(config, dataset=None, model_seed=None):
     with strategy.scope():
         model = models.build(config.model, dataset.input_shape, dataset.num_classes, seed)
         jit_compile = xla.for_training(config.jit_compile, model, strategy, config.deterministic)
-        optimizer = optimizers.make_optimizer(
-            config.optimizer, config.learning_rate, config.momentum, config.weight_decay,
-            config.warmup_iterations, config.lr_drop_iterations(), config.lr_drop_factor,
-        )
+        optimizer = optimizers.for_config(config)
         training.compile_model(model, optimizer, jit_compile, steps, getattr(dataset, "loss", None))
         random_layers.seed_by_step(model, seed)
     evaluator = evaluate_lib.Evaluator(
@@ -166,8 +167,9 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
     if every:
         start_step, curve, snapshot_weights = _resume_point(experiment.model, entry)
     train_data = experiment.dataset.train(config.batch_size, seed=seed)
+    # From a fresh pipeline: the same batch whether or not the round resumed.
     callback = LotteryCallback(start_weights, masks, prune, restore=not start_step,
-                               batch=lambda: next(iter(train_data)))
+                               batch=lambda: experiment.first_batch(seed))
     callbacks = [callback]
     snapshot = WeightSnapshot(snapshot_at, start_step, snapshot_weights) if snapshot_at else None
     if snapshot:
@@ -407,6 +409,10 @@ def _recompute_masks(experiment, run_dir, r, theta0):
         masks=masks,
         trained={name: trained[f"{name}/kernel"] for name in masks},
         init={name: start[f"{name}/kernel"] for name in masks},
+        model=experiment.model,
+        batch=lambda: experiment.first_batch(round_seed(experiment.config.seed, previous)),
+        loss=experiment.model.loss,
+        start=start,
     ))
     run_dir.round(r).write_masks(next_masks)
     return next_masks

@@ -7,21 +7,24 @@
 `Pruner` ties the three together for one pruning step.
 """
 
+import dataclasses
+
 from lottery_tf.pruning import criteria, selection
-from lottery_tf.pruning.criteria.base import PruningContext  # noqa: F401
+from lottery_tf.pruning.criteria.base import Criterion, PruningContext  # noqa: F401
 
 
 class Pruner:
     """One pruning step: scores from `criterion`, masks from `scope`.
 
     Args:
-      criterion: a registered criterion name.
+      criterion: a registered criterion name, or a `Criterion`.
       scope: a registered selection name (`layerwise`, `global`).
       fractions: masked layer name -> fraction of its survivors to remove.
+      config: the run's `Config`, for criteria with hyperparameters.
     """
 
-    def __init__(self, criterion, scope, fractions):
-        self.criterion = criteria.get(criterion)
+    def __init__(self, criterion, scope, fractions, config=None):
+        self.criterion = criterion if isinstance(criterion, Criterion) else criteria.get(criterion, config)
         self._select = selection.SCOPES.get(scope)
         self.fractions = dict(fractions)
 
@@ -31,4 +34,9 @@ class Pruner:
 
     def __call__(self, context):
         """The new masks for `context` (a `PruningContext`)."""
-        return self._select(self.criterion.scores(context), context.masks, self.fractions)
+        if self.criterion.steps == 1:
+            return self._select(self.criterion.scores(context), context.masks, self.fractions)
+        return selection.iterated(
+            self._select,
+            lambda masks: self.criterion.scores(dataclasses.replace(context, masks=masks)),
+            context.masks, self.fractions, self.criterion.steps)

@@ -76,3 +76,39 @@ def global_(scores, masks, fractions):
     for i, name in enumerate(included):
         new_masks[name].reshape(-1)[position[chosen[owner[chosen] == i]]] = 0
     return new_masks
+
+
+# The global scope ranks its layers together: one pool, one fraction.
+global_.pooled = True
+
+
+def iterated(select, score, masks, fractions, steps):
+    """`select` in `steps` steps, re-scoring before each (SynFlow's schedule).
+
+    Exponential schedule, as Tanaka et al.'s `prune_loop`: after step k of n,
+    each layer (or each pool, for a pooled scope such as global) has lost
+    round-half-up((1 - (1 - f)^(k/n)) * alive) of the `alive` weights it
+    started with, so the last step ends at the count one step would remove,
+    and no step removes more than the schedule has reached.
+
+    Args:
+      select: a registered scope.
+      score: masks -> scores (the criterion, evaluated under those masks).
+      masks, fractions: as for `select`.
+      steps: the number of steps, >= 1.
+    """
+    start = masks
+    pools = ([[name for name in masks if fractions[name] > 0]] if getattr(select, "pooled", False)
+             else [[name] for name in masks])
+    for step in range(1, steps + 1):
+        now = {name: 0.0 for name in masks}
+        for pool in filter(None, pools):
+            before = sum(int(np.count_nonzero(start[name])) for name in pool)
+            alive = sum(int(np.count_nonzero(masks[name])) for name in pool)
+            f = fractions[pool[0]]
+            reached = f if step == steps else 1.0 - (1.0 - f) ** (step / steps)
+            todo = count_to_prune(reached, before) - (before - alive)
+            for name in pool:
+                now[name] = todo / alive if alive else 0.0
+        masks = select(score(masks), masks, now)
+    return masks

@@ -4,7 +4,9 @@
 
 `--runs` takes run directories (one per trial) or parents holding `trial_*`
 run directories. Each run contributes its main IMP line and its branches
-(every registered branch kind is a series); levels are matched across trials
+(every registered branch kind is a series; a run pruned with another
+criterion than magnitude is the series "imp:CRITERION", an at_init branch
+"at_init:CRITERION, SCOPE[, ABLATION]"); levels are matched across trials
 by round (or one-shot target), and every figure is the mean over trials
 with min/max bars. Every file is read through the run directory, so a
 damaged one is named and never used. Writes, under `--report_dir`:
@@ -15,12 +17,15 @@ damaged one is named and never used. Writes, under `--report_dir`:
                               % weights remaining (log axis), all series
   early_stop_vs_remaining.png early-stopping iteration vs % remaining
   layer_remaining.png         % remaining per layer vs round (IMP)
+  layer_sparsity_by_method.png % remaining per layer that each series has
+                              at its level nearest --layers_at_remaining
   curves.png                  test accuracy vs iteration, chosen rounds
 """
 
 import os
 
 from lottery_tf import errors
+from lottery_tf.lottery import branches
 from lottery_tf.lottery.branches import BRANCHES
 from lottery_tf.lottery.run_dir import RunDir
 from lottery_tf.report.figures import plot
@@ -47,25 +52,32 @@ def find_runs(paths):
 
 
 def load_run(path):
-    """{series: {level: metrics}} of one run (complete entries only)."""
+    """{series: {level: metrics}} of one run (complete entries only); the main line first."""
     run = RunDir(path)
-    series = {"imp": {r: run.read_metrics(r) for r in run.complete_rounds()}}
+    config = run.read_config()
+    series = {branches.main_line_series(config): {r: run.read_metrics(r) for r in run.complete_rounds()}}
     for branch in run.branches():
-        kind = branch.read_info()["kind"]
-        if kind not in BRANCHES.names():
+        info = branch.read_info()
+        if info["kind"] not in BRANCHES.names():
             continue  # A branch kind this installation does not know: not a series here.
-        level_key = BRANCHES.get(kind).level_key
+        branch_class = BRANCHES.get(info["kind"])
+        key = branch_class.series(info, config)
         for entry in branch.complete_entries():
             metrics = entry.read_metrics()
-            series.setdefault(kind, {})[metrics[level_key]] = metrics
+            series.setdefault(key, {})[metrics[branch_class.level_key]] = metrics
     return series
 
 
-def make_report(paths, report_dir, curve_rounds=(), title=""):
+def main_line(run):
+    """The main line's {level: metrics} of a `load_run` result."""
+    return next(iter(run.values()))
+
+
+def make_report(paths, report_dir, curve_rounds=(), title="", layers_at_remaining=7.0):
     """Reads the runs in `paths`; writes tables and figures; returns the rows."""
     run_paths = find_runs(paths)
     runs = [load_run(p) for p in run_paths]
-    if not any(run["imp"] for run in runs):
+    if not any(main_line(run) for run in runs):
         raise errors.LotteryError("no completed round in " + ", ".join(run_paths))
     config = RunDir(run_paths[0]).read_config()
     title = title or f"{config['model']} / {config['dataset']}"
@@ -73,7 +85,7 @@ def make_report(paths, report_dir, curve_rounds=(), title=""):
     try:
         os.makedirs(report_dir, exist_ok=True)
         write_tables(rows, report_dir)
-        plot(rows, runs, report_dir, title, list(curve_rounds))
+        plot(rows, runs, report_dir, title, list(curve_rounds), layers_at_remaining)
     except OSError as e:
         raise errors.LotteryError(
             f"--report_dir {report_dir} cannot be written ({e.strerror or e}); choose a directory "

@@ -5,12 +5,12 @@ import os
 from lottery_tf.lottery import branches
 
 
-def _errorbar(ax, rows, metric, label, scale=100.0, marker="o"):
+def _errorbar(ax, rows, metric, label, scale=100.0, marker="o", color=None):
     xs = [r["remaining_pct"] for r in rows]
     ys = [scale * r[metric] for r in rows]
     low = [scale * (r[metric] - r[f"{metric}_min"]) for r in rows]
     high = [scale * (r[f"{metric}_max"] - r[metric]) for r in rows]
-    ax.errorbar(xs, ys, yerr=[low, high], label=label, marker=marker, markersize=4, capsize=3)
+    ax.errorbar(xs, ys, yerr=[low, high], label=label, marker=marker, markersize=4, capsize=3, color=color)
 
 
 def _log_remaining_axis(ax):
@@ -23,41 +23,59 @@ def _log_remaining_axis(ax):
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot(rows, runs, report_dir, title, curve_rounds):
+def _legend(ax, count, outside=True):
+    """The legend: inside for a few series; beside the axes for many (it would hide points)."""
+    if count <= 6:
+        ax.legend()
+    elif outside:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+
+
+def _fit(count):
+    """savefig arguments that keep a legend beside the axes in the picture."""
+    return {"bbox_inches": "tight"} if count > 6 else {}
+
+
+def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = branches.series()
+    labels = {row["series"]: branches.series_label(row["series"]) for row in rows}
     series = {kind: [r for r in rows if r["series"] == kind] for kind in labels}
     series = {kind: sorted(rs, key=lambda r: -r["remaining_pct"]) for kind, rs in series.items() if rs}
+    # Matplotlib's default cycle repeats after 10 colors; criteria and arms can be twice that.
+    colors = {kind: plt.cm.tab20(i % 20) if len(series) > 10 else f"C{i}" for i, kind in enumerate(series)}
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    extra = 4.5 if len(series) > 6 else 0.0  # room for a legend beside the axes
+    fig, axes = plt.subplots(1, 2, figsize=(12 + extra, 4.5), sharey=True)
     for ax, metric, name in zip(axes, ("early_stop_test_accuracy", "final_test_accuracy"),
                                 ("at early stop", "at end of training")):
         for kind, rs in series.items():
-            _errorbar(ax, rs, metric, labels[kind])
+            _errorbar(ax, rs, metric, labels[kind], color=colors[kind])
         _log_remaining_axis(ax)
         ax.set_title(f"{title}: test accuracy {name}")
         ax.set_ylabel("test accuracy (%)")
-        ax.legend()
+        _legend(ax, len(series), outside=ax is axes[-1])
     fig.tight_layout()
-    fig.savefig(os.path.join(report_dir, "accuracy_vs_remaining.png"), dpi=110)
+    fig.savefig(os.path.join(report_dir, "accuracy_vs_remaining.png"), dpi=110, **_fit(len(series)))
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5 + extra, 4.5))
     for kind, rs in series.items():
-        _errorbar(ax, rs, "early_stop_iteration", labels[kind], scale=1.0)
+        _errorbar(ax, rs, "early_stop_iteration", labels[kind], scale=1.0, color=colors[kind])
     _log_remaining_axis(ax)
     ax.set_ylabel("early-stopping iteration (min val loss)")
     ax.set_title(f"{title}: early-stopping iteration")
-    ax.legend()
+    _legend(ax, len(series))
     fig.tight_layout()
-    fig.savefig(os.path.join(report_dir, "early_stop_vs_remaining.png"), dpi=110)
+    fig.savefig(os.path.join(report_dir, "early_stop_vs_remaining.png"), dpi=110, **_fit(len(series)))
     plt.close(fig)
 
-    imp = runs[0]["imp"]
+    _layers_by_method(plt, series, labels, colors, runs, report_dir, title, layers_at_remaining)
+
+    imp = next(iter(runs[0].values()))
     rounds = sorted(imp)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for layer in imp[rounds[0]]["remaining_pct_by_layer"]:
@@ -77,7 +95,7 @@ def plot(rows, runs, report_dir, title, curve_rounds):
     chosen = [r for r in curve_rounds if r in imp] or rounds[:: max(1, len(rounds) // 5)]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for r in chosen:
-        curves = [run["imp"][r]["curve"] for run in runs if r in run["imp"]]
+        curves = [main[r]["curve"] for main in (next(iter(run.values())) for run in runs) if r in main]
         iterations = [p["iteration"] for p in curves[0]]
         mean = [100 * sum(c[i]["test_accuracy"] for c in curves) / len(curves) for i in range(len(iterations))]
         ax.plot(iterations, mean, label=f"{imp[r]['remaining_pct']:.1f}% (round {r})")
@@ -93,3 +111,33 @@ def plot(rows, runs, report_dir, title, curve_rounds):
     plt.close(fig)
 
 
+def _layers_by_method(plt, series, labels, colors, runs, report_dir, title, at_remaining):
+    """Bars of % remaining per layer, one group per layer, one bar per series.
+
+    Each series shows its level whose mean overall % remaining is nearest
+    `at_remaining`, averaged over the trials that have it: where IMP, the
+    at-init criteria and the tfmot arm put the weights they keep.
+    """
+    chosen = {}
+    for key, rows in series.items():
+        row = min(rows, key=lambda r: abs(r["remaining_pct"] - at_remaining))
+        by_layer = [run[key][row["level"]]["remaining_pct_by_layer"] for run in runs
+                    if row["level"] in run.get(key, {})]
+        chosen[key] = (row["remaining_pct"], {
+            layer: sum(b[layer] for b in by_layer) / len(by_layer) for layer in by_layer[0]})
+    layers = list(next(iter(chosen.values()))[1])
+    width = 0.8 / len(chosen)
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.9 * len(layers) * (1 + 0.15 * len(chosen))), 5.0))
+    for i, (key, (overall, by_layer)) in enumerate(chosen.items()):
+        xs = [j - 0.4 + width * (i + 0.5) for j in range(len(layers))]
+        ax.bar(xs, [by_layer.get(layer, 0.0) for layer in layers], width,
+               label=f"{labels[key]} ({overall:.2f}%)", color=colors[key])
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels(layers)
+    ax.set_yscale("log")
+    ax.set_ylabel("% of the layer's weights remaining")
+    ax.set_title(f"{title}: per-layer sparsity near {at_remaining:g}% remaining (overall % in legend)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
+    fig.savefig(os.path.join(report_dir, "layer_sparsity_by_method.png"), dpi=110, bbox_inches="tight")
+    plt.close(fig)

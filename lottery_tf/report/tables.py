@@ -24,7 +24,8 @@ def aggregate(runs):
                 by_level.setdefault((kind, level), []).append(metrics)
     order = list(branches.series())
     rows = []
-    for (kind, level), entries in sorted(by_level.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+    for (kind, level), entries in sorted(by_level.items(), key=lambda kv: (
+            order.index(kind_of(kv[0][0])), kv[0][0] != "imp", kv[0])):
         row = {"series": kind, "level": level, "trials": len(entries)}
         for metric in METRICS:
             row[metric], row[f"{metric}_min"], row[f"{metric}_max"] = stats(m[metric] for m in entries)
@@ -45,10 +46,9 @@ def write_tables(rows, report_dir):
         "test acc @ end (min–max) | early-stop iteration (min–max) |",
         "| --- | --- | ---: | ---: | --- | --- | --- |",
     ]
-    labels = branches.series()
     for row in rows:
         lines.append(
-            f"| {labels[row['series']]} | {level_label(row['series'], row['level'])} | {row['trials']} | {row['remaining_pct']:.2f} | "
+            f"| {branches.series_label(row['series'])} | {level_label(row['series'], row['level'])} | {row['trials']} | {row['remaining_pct']:.2f} | "
             f"{100 * row['early_stop_test_accuracy']:.2f} ({100 * row['early_stop_test_accuracy_min']:.2f}–"
             f"{100 * row['early_stop_test_accuracy_max']:.2f}) | "
             f"{100 * row['final_test_accuracy']:.2f} ({100 * row['final_test_accuracy_min']:.2f}–"
@@ -62,8 +62,14 @@ def write_tables(rows, report_dir):
 
 
 
-def level_label(kind, level):
+def kind_of(series):
+    """The main line ("imp") or branch kind of a series key ("kind" or "kind:detail")."""
+    return series.partition(":")[0]
+
+
+def level_label(series, level):
     """'round N' for entries keyed by round, else the level (e.g. a target sparsity)."""
+    kind = kind_of(series)
     if kind == "imp" or branches.BRANCHES.get(kind).level_key == "round":
         return f"round {level}"
     return f"{level:.4f}"

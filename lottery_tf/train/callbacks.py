@@ -82,6 +82,7 @@ class LotteryCallback(keras.callbacks.Callback):
             model=self.model,
             batch=self._batch,
             loss=self.model.loss,
+            start=self._start,
         ))
         faults.point("after_prune")
 

@@ -51,6 +51,14 @@ def make_optimizer(name, learning_rate, momentum=0.0, weight_decay=0.0,
     return OPTIMIZERS.get(name)(learning_rate, momentum=momentum, weight_decay=weight_decay or None)
 
 
+def for_config(config):
+    """The optimizer `config` describes (a fresh one, with its schedule)."""
+    return make_optimizer(
+        config.optimizer, config.learning_rate, config.momentum, config.weight_decay,
+        config.warmup_iterations, config.lr_drop_iterations(), config.lr_drop_factor,
+    )
+
+
 @OPTIMIZERS.register("adam")
 def adam(learning_rate, momentum, weight_decay):
     del momentum  # Adam has its own moments.

@@ -6,6 +6,10 @@ Each control is one file here, a `base.Branch` subclass registered in
   random_reinit   the round's mask, a fresh random init (another seed)
   random_pruning  a random mask with the round's per-layer counts
   one_shot        one-step pruning to target sparsities from round 0
+  at_init         pruned at θ0 by an at-init criterion to each round's sparsity,
+                  with the shuffle / reinit / invert ablations
+  tfmot_gradual   the dense θ0 network trained with tfmot's gradual magnitude
+                  pruning to each round's per-layer sparsities
 """
 
 import dataclasses
@@ -32,7 +36,7 @@ BRANCHES = _BranchRegistry("branch")
 
 
 def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
-               data_dir=None, verbose=None, dataset=None, model=None, data=None):
+               data_dir=None, verbose=None, dataset=None, model=None, data=None, options=None):
     """Runs (or resumes) branch `kind` of the run in `run_path`.
 
     Args:
@@ -47,6 +51,8 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
       dataset: a `data.Dataset` to use instead of loading the run's dataset.
       model, data: the objects a run made with `lottery_tf.run(config,
         model=..., data=...)` was handed, in another process.
+      options: option name -> value, for branches with options (at_init:
+        criterion, ablation, scope).
 
     Returns:
       The metrics of each entry, in order.
@@ -60,7 +66,8 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
         overrides = {"data_dir": data_dir} if data_dir else {}
         if verbose is not None:
             overrides["verbose"] = verbose
-        branch = branch_class(main, dataclasses.replace(config, **overrides), seed, rounds, targets)
+        branch = branch_class(main, dataclasses.replace(config, **overrides), seed, rounds, targets,
+                              options)
         branch.keys()  # Refuses a bad request before anything is written.
         branch_dir = main.branch(branch.name())
         branch_dir.lock()
@@ -77,7 +84,22 @@ def series():
             **{name: BRANCHES.get(name).label for name in BRANCHES.in_registration_order()}}
 
 
+def series_label(key):
+    """The label of series `key` ("kind" or "kind:detail", see `Branch.series`)."""
+    kind, _, detail = key.partition(":")
+    label = series()[kind]
+    return f"{label}: {detail}" if detail else label
+
+
+def main_line_series(run_config):
+    """The main line's series: "imp", or "imp:CRITERION" when not magnitude."""
+    criterion = run_config.get("criterion", "magnitude")
+    return "imp" if criterion == "magnitude" else f"imp:{criterion}"
+
+
 # Built-in branches register themselves on import, in their report order.
 from lottery_tf.lottery.branches import random_reinit  # noqa: E402,F401,I001
 from lottery_tf.lottery.branches import random_pruning  # noqa: E402,F401
 from lottery_tf.lottery.branches import one_shot  # noqa: E402,F401
+from lottery_tf.lottery.branches import at_init  # noqa: E402,F401
+from lottery_tf.lottery.branches import tfmot_gradual  # noqa: E402,F401

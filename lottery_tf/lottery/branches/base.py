@@ -30,19 +30,27 @@ class Branch:
       rounds: main-line rounds to branch from; None for every round >= 1
         whose mask exists now.
       targets: overall sparsities, for branches keyed by target.
+      options: option name -> value, for branches with options (`options`).
     """
 
     kind = ""             # its registry name, set by the registry
     label = ""            # its series name in reports
     level_key = "round"   # the metrics key that names an entry's level
     takes_targets = False
+    options = {}          # option name -> the `lottery-tf branch` flag that sets it
 
-    def __init__(self, main, config, seed=1, rounds=None, targets=()):
+    def __init__(self, main, config, seed=1, rounds=None, targets=(), options=None):
         self.main = main
         self.config = config
         self.seed = seed
         self.rounds = rounds
         self.targets = tuple(targets)
+        self.chosen = dict(options or {})
+        unknown = sorted(set(self.chosen) - set(self.options))
+        if unknown:
+            flag = _option_flag(unknown[0])
+            takers = ", ".join(f"--branch={k}" for k in _option_kinds(unknown[0]))
+            raise errors.LotteryError(f"{flag} is for {takers or 'no branch'}, not --branch={self.kind}")
 
     # --- What a subclass may override -------------------------------------------------
 
@@ -80,6 +88,17 @@ class Branch:
     def info(self):
         """What branch.json records."""
         return {"kind": self.kind, "seed": self.seed, "source_run": os.path.abspath(self.main.path)}
+
+    @classmethod
+    def series(cls, info, run_config):
+        """Its series in reports: "kind", or "kind:detail" when entries differ by more.
+
+        By default the run's criterion, when not magnitude (the masks come from
+        it). `info` is what branch.json records; `run_config` the run's config.
+        """
+        del info
+        criterion = run_config.get("criterion", "magnitude")
+        return cls.kind if criterion == "magnitude" else f"{cls.kind}:{criterion}"
 
     def model_seed(self):
         """The initializer seed of the branch's model; None for the run's."""
@@ -119,7 +138,7 @@ class Branch:
                 metrics = entry.read_metrics()
             else:
                 try:
-                    metrics = self._train_entry(experiment, entry, key, start)
+                    metrics = self.train_entry(experiment, entry, key, start)
                 except errors.Interrupted as e:
                     raise errors.Interrupted(f"{branch_dir.name} {entry.name}, {e.where}") from None
                 tensorboard.write_round(branch_dir, metrics, step=self.step(key), name=entry.name)
@@ -129,7 +148,8 @@ class Branch:
         branch_dir.write_summary([runner.summary_row(m, key=self.level_key) for m in results])
         return results
 
-    def _train_entry(self, experiment, entry, key, start):
+    def train_entry(self, experiment, entry, key, start):
+        """Trains entry `key` from `start` and saves it; returns its metrics."""
         masks = self.masks(experiment, key)
         entry.write_masks(masks)
         result = runner.train(experiment, masks, start, self.data_seed(key), entry=entry)
@@ -142,3 +162,18 @@ def _target_kinds():
     from lottery_tf.lottery.branches import BRANCHES
 
     return [name for name in BRANCHES.names() if BRANCHES.get(name).takes_targets]
+
+
+def _option_kinds(option):
+    from lottery_tf.lottery.branches import BRANCHES
+
+    return [name for name in BRANCHES.names() if option in BRANCHES.get(name).options]
+
+
+def _option_flag(option):
+    from lottery_tf.lottery.branches import BRANCHES
+
+    for name in BRANCHES.names():
+        if option in BRANCHES.get(name).options:
+            return BRANCHES.get(name).options[option]
+    return option

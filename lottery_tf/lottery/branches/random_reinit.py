@@ -22,8 +22,14 @@ class RandomReinit(Branch):
         return reinit_seed(self.config.seed, self.seed)
 
     def start_weights(self, experiment, branch_dir):
-        # The freshly built model holds the new init; saved once, so every
-        # entry (and every rerun) starts from the same weights.
-        if not is_recorded(branch_dir.theta0_path):
-            write_arrays(branch_dir.theta0_path, experiment.current_weights())
-        return read_arrays(branch_dir.theta0_path)
+        return fresh_init(experiment, branch_dir)
+
+
+def fresh_init(experiment, branch_dir):
+    """The branch's own init: the freshly built model's weights, saved in the branch.
+
+    Saved once, so every entry (and every rerun) starts from the same weights.
+    """
+    if not is_recorded(branch_dir.theta0_path):
+        write_arrays(branch_dir.theta0_path, experiment.current_weights())
+    return read_arrays(branch_dir.theta0_path)

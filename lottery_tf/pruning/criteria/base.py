@@ -23,6 +23,11 @@ class PruningContext:
       batch: None, or a callable returning one (images, labels) training
         batch (for criteria that need data).
       loss: None, or the training loss, a callable (labels, logits) -> loss.
+      start: None, or weight key ('fc1/bias') -> every weight the round
+        started from (biases, batch norm), for criteria that evaluate the
+        network at its start; None: those weights as the model holds them.
+      seed: None, or the seed of criteria that draw random numbers (None:
+        the run's seed).
     """
 
     masks: dict
@@ -31,19 +36,32 @@ class PruningContext:
     model: object = None
     batch: object = None
     loss: object = None
+    start: dict = None
+    seed: object = None
 
 
 class Criterion:
     """Scores the weights of each masked layer; the lowest scores are pruned.
 
     Subclasses implement `scores` and list in `reads` the context fields they
-    use ("trained", "init", "model", "batch", "loss"), so callers know what
-    to provide and a test can check that, say, a data-free criterion reads no
-    data. Scores of pruned weights are ignored (selection looks at survivors).
+    use ("trained", "init", "model", "batch", "loss", "start", "seed"; the
+    masks are always there), so callers know what to provide and a test can
+    check that, say, a data-free criterion reads no data. Scores of pruned
+    weights are ignored (selection looks at survivors).
+
+    Args:
+      config: the run's `Config`, for criteria with hyperparameters of their
+        own (e.g. --synflow_iterations); None: their defaults.
     """
 
     name = ""
     reads = ()
+    # Scoring-and-selection steps one pruning takes: 1, or more for criteria
+    # that re-score as they prune (SynFlow), on an exponential schedule.
+    steps = 1
+
+    def __init__(self, config=None):
+        self.config = config
 
     def scores(self, context):
         """masked layer name -> float array of the kernel's shape."""

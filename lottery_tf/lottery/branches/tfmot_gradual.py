@@ -1,0 +1,114 @@
+"""tfmot_gradual: the TensorFlow user's baseline, gradual magnitude pruning with tfmot.
+
+Each entry trains the dense θ0 network once, for as many iterations as one
+round, under `tfmot.sparsity.keras.prune_low_magnitude` with a
+`PolynomialDecay` schedule (Zhu & Gupta 2017; tfmot's `UpdatePruningStep`
+callback), and records the stripped network's masks and weights like any
+other entry.
+
+Per-layer targets. tfmot gives each wrapped layer its own schedule and prunes
+each layer by its own magnitudes; the paper prunes each group at its own rate.
+So every masked layer gets its own `PolynomialDecay` whose final sparsity is
+that layer's sparsity in main-line round r's mask (fc layers 1 - 0.8^r, the
+output 1 - 0.9^r in the paper's LeNet setting), all with the same steps: the
+arm and the ticket of round r then have the same per-layer sparsities, and
+the arm differs in *how* it got there. Layers at sparsity 0 are not wrapped.
+
+Schedule (fixed here, recorded in each entry's metrics): initial sparsity 0,
+power 3 (tfmot's default), pruning from iteration 0 to the middle of the
+round (`end_step`, a multiple of `frequency`: 100 iterations, or a tenth of
+the pruning span when that is shorter), then half a round at the final mask.
+Early stopping looks only at evaluations from `end_step` on, when the network
+has its target sparsity; the learning curve keeps every evaluation.
+"""
+
+import numpy as np
+import tf_keras as keras
+from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
+
+from lottery_tf.lottery import runner
+from lottery_tf.lottery.branches import BRANCHES
+from lottery_tf.lottery.branches.base import Branch
+from lottery_tf.lottery.storage import read_arrays
+from lottery_tf.train.evaluate import Evaluator
+from lottery_tf.train import fit as training
+from lottery_tf.train import optimizers
+from lottery_tf.train.callbacks import model_weights
+
+
+def polynomial_steps(iterations):
+    """(begin_step, end_step, frequency) of the schedule within a round of `iterations`."""
+    span = max(1, iterations // 2)
+    frequency = 100 if span >= 1000 else max(1, span // 10)
+    return 0, frequency * (span // frequency), frequency
+
+
+def wrap(model, sparsities, begin, end, frequency):
+    """`model` with each layer of nonzero `sparsities[name]` under its own schedule."""
+    def clone(layer):
+        target = sparsities.get(layer.name, 0.0)
+        if not target:
+            return layer
+        return tfmot_sparsity.prune_low_magnitude(layer, pruning_schedule=tfmot_sparsity.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=float(target), begin_step=begin, end_step=end,
+            frequency=frequency))
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+@BRANCHES.register("tfmot_gradual")
+class TfmotGradual(Branch):
+    label = "tfmot gradual pruning"
+
+    def name(self):
+        return "tfmot_gradual"
+
+    @classmethod
+    def series(cls, info, run_config):
+        return cls.kind  # Its targets are the round's per-layer sparsities, whatever chose them.
+
+    def start_weights(self, experiment, branch_dir):
+        return read_arrays(self.main.theta0_path)
+
+    def train_entry(self, experiment, entry, key, start):
+        config = experiment.config
+        ticket = self.main.load_masks(key)
+        sparsities = {name: float(1.0 - np.count_nonzero(m) / m.size) for name, m in ticket.items()}
+        begin, end, frequency = polynomial_steps(experiment.iterations)
+        model = experiment.model
+        for layer in experiment.layers:
+            layer.mask.assign(np.ones(layer.mask.shape, layer.mask.dtype.as_numpy_dtype))
+        for weight_key, variable in model_weights(model).items():
+            variable.assign(start[weight_key])
+        pruned = wrap(model, sparsities, begin, end, frequency)
+        steps = training.effective_steps_per_execution(
+            config.steps_per_execution, config.eval_every, experiment.iterations)
+        with model.distribute_strategy.scope():
+            training.compile_model(pruned, optimizers.for_config(config), False, steps)
+        curve, wall = training.train_round(
+            pruned, experiment.dataset.train(config.batch_size, seed=self.data_seed(key)),
+            Evaluator(pruned, {"val": experiment.dataset.validation, "test": experiment.dataset.test}),
+            experiment.iterations,
+            config.eval_every, [tfmot_sparsity.UpdatePruningStep()], verbose=config.verbose)
+        masks = {name: np.ones_like(m) for name, m in ticket.items()}
+        for layer in pruned.layers:
+            if hasattr(layer, "pruning_vars"):  # a prune_low_magnitude wrapper
+                (_, mask, _), = layer.pruning_vars
+                masks[layer.layer.name] = mask.numpy().astype(ticket[layer.layer.name].dtype)
+        stripped = tfmot_sparsity.strip_pruning(pruned)
+        weights = {k: v.numpy() for k, v in model_weights(stripped).items()}
+        for name, mask in masks.items():
+            if np.any(weights[f"{name}/kernel"][mask == 0]):
+                raise RuntimeError(f"tfmot left pruned weights of {name} nonzero")
+        entry.write_masks(masks)
+        metrics = {
+            self.level_key: key, "branch": self.kind, "iterations": experiment.iterations,
+            **runner.remaining(masks),
+            **training.summarize_curve([p for p in curve if p["iteration"] >= end]),
+            "pruning_schedule": {"kind": "PolynomialDecay", "initial_sparsity": 0.0, "power": 3,
+                                 "begin_step": begin, "end_step": end, "frequency": frequency,
+                                 "final_sparsity_by_layer": sparsities},
+            "wall_time_s": wall, "curve": curve,
+        }
+        entry.save(weights, metrics)
+        return metrics
