@@ -307,6 +307,19 @@ class RunDir(_LockedDir):
             r += 1
         return found
 
+    def copy_state(self, destination):
+        """Copies what a run reads back into `destination`: everything but the
+        lock, TensorBoard logs, branches and temp files (a non-chief worker's
+        private copy of the run, see runner.py)."""
+        not_state = {os.path.basename(self.lock_path), os.path.basename(self.tensorboard_dir), BRANCHES}
+
+        def skipped(directory, names):
+            top = os.path.abspath(directory) == os.path.abspath(self.path)
+            return [n for n in names if n.startswith(storage.TEMP_PREFIX) or (top and n in not_state)]
+
+        if os.path.isdir(self.path):
+            shutil.copytree(self.path, destination, ignore=skipped, dirs_exist_ok=True)
+
     def read_config(self):
         return read_json(self.config_path)
 

@@ -12,6 +12,8 @@ the controls in `branches/` reuse the same blocks.
 import contextlib
 import dataclasses
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -97,6 +99,8 @@ def setup(config, dataset=None, model_seed=None):
       model_seed: initializer seed, if not `config.seed` (random reinit).
     """
     check(config)
+    # First: a multi-worker strategy configures the runtime, which must not have started yet.
+    strategy = distribute.make(config.distribution_strategy)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -128,7 +132,6 @@ def setup(config, dataset=None, model_seed=None):
         config.steps_per_execution, config.eval_every, iterations, config.rewind_iteration,
         config.checkpoint_every,
     )
-    strategy = distribute.make(config.distribution_strategy)
     seed = config.seed if model_seed is None else model_seed
     with strategy.scope():
         model = models.build(config.model, dataset.input_shape, dataset.num_classes, seed)
@@ -158,7 +161,7 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
     start_step, curve, snapshot_weights = 0, [], None
     if every:
         start_step, curve, snapshot_weights = _resume_point(experiment.model, entry)
-    train_data = experiment.dataset.train(config.batch_size, seed=seed)
+    train_data = distribute.split_by_example(experiment.dataset.train(config.batch_size, seed=seed))
     callback = LotteryCallback(start_weights, masks, prune, restore=not start_step,
                                batch=lambda: next(iter(train_data)))
     callbacks = [callback]
@@ -176,8 +179,8 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
         curve, wall = training.train_round(
             experiment.model,
             train_data,
-            experiment.dataset.validation,
-            experiment.dataset.test,
+            distribute.split_by_example(experiment.dataset.validation),
+            distribute.split_by_example(experiment.dataset.test),
             experiment.iterations,
             config.eval_every,
             callbacks,
@@ -242,17 +245,44 @@ def run(config, progress=print, dataset=None):
     """
     check(config)
     run_dir = RunDir.for_config(config)
-    with damage_explained(run_dir):
+    chief = distribute.is_chief(config.distribution_strategy)
+    with damage_explained(run_dir), distribute.lost_workers_explained():
         run_dir.check(config)
-        if run_dir.is_run():
+        if chief and run_dir.is_run():
             run_dir.verify_complete_rounds()
         experiment = setup(config, dataset)
+        if not chief:
+            return _follow_chief(experiment, run_dir, progress)
         try:
             run_dir.create(config, experiment.dataset_info())
+            strategy = experiment.model.distribute_strategy
+            distribute.barrier(strategy)  # Other workers may copy the directory now,
+            distribute.barrier(strategy)  # and have.
             with writing_errors_explained(run_dir.path):
                 return _rounds(experiment, run_dir, progress)
         finally:
             run_dir.unlock()
+
+
+def _follow_chief(experiment, run_dir, progress):
+    """The rounds on a worker that is not the chief (multi_worker_mirrored).
+
+    It trains in step with the chief and computes what the chief computes, but
+    writes nothing to the run directory: it works in a private copy of it
+    (TensorFlow's convention: only the chief writes, the others write to
+    temporary directories), removed when it ends.
+    """
+    strategy = experiment.model.distribute_strategy
+    distribute.barrier(strategy)  # The chief has checked and locked the directory.
+    scratch = RunDir(tempfile.mkdtemp(prefix="lottery-tf-worker-"))
+    try:
+        run_dir.copy_state(scratch.path)
+        distribute.barrier(strategy)
+        scratch.create(experiment.config, experiment.dataset_info())
+        return _rounds(experiment, scratch, progress)
+    finally:
+        scratch.unlock()
+        shutil.rmtree(scratch.path, ignore_errors=True)
 
 
 def _rounds(experiment, run_dir, progress):
