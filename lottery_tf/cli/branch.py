@@ -3,6 +3,7 @@
     lottery-tf branch --run_dir=runs/x --branch=random_reinit [--branch_rounds=1,2] [--branch_seed=1]
     lottery-tf branch --run_dir=runs/x --branch=random_pruning
     lottery-tf branch --run_dir=runs/x --branch=one_shot --targets=0.5,0.8,0.9,0.964
+    lottery-tf branch --run_dir=runs/x --branch=random_pruning --branch_rounds=1,2,3 --entry_index=$I
 """
 
 from absl import flags
@@ -34,6 +35,10 @@ class BranchCommand(app.Command):
         flags.DEFINE_integer("branch_seed", 1, "Seed of the random reinit or the random masks.",
                              flag_values=fv)
         flags.DEFINE_list("targets", [], "one_shot: overall sparsities in (0, 1).", flag_values=fv)
+        flags.DEFINE_integer("entry_index", -1,
+                             "Train only this entry of the branch (0-based, in the order of "
+                             "--branch_rounds or --targets; e.g. one per job of an array, "
+                             "docs/SCALING.md); -1 trains all.", flag_values=fv)
         flags.DEFINE_string("branch_data_dir", "", "TFDS data dir, if not the run's.", flag_values=fv)
         flags.DEFINE_integer("branch_verbose", None, "Keras progress, if not the run's.",
                              flag_values=fv)
@@ -51,4 +56,5 @@ class BranchCommand(app.Command):
         branches.run_branch(
             fv.run_dir, fv.branch, rounds=rounds, seed=fv.branch_seed, targets=targets,
             progress=app.print_line, data_dir=fv.branch_data_dir or None, verbose=verbose,
+            entry_index=None if fv.entry_index == -1 else fv.entry_index,
         )
