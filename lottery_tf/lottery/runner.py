@@ -255,9 +255,8 @@ def run(config, progress=print, dataset=None):
             return _follow_chief(experiment, run_dir, progress)
         try:
             run_dir.create(config, experiment.dataset_info())
-            strategy = experiment.model.distribute_strategy
-            distribute.barrier(strategy)  # Other workers may copy the directory now,
-            distribute.barrier(strategy)  # and have.
+            distribute.agree(experiment.model.distribute_strategy)  # Other workers may copy it now.
+            _check_same_start(experiment, run_dir)
             with writing_errors_explained(run_dir.path):
                 return _rounds(experiment, run_dir, progress)
         finally:
@@ -272,17 +271,29 @@ def _follow_chief(experiment, run_dir, progress):
     (TensorFlow's convention: only the chief writes, the others write to
     temporary directories), removed when it ends.
     """
-    strategy = experiment.model.distribute_strategy
-    distribute.barrier(strategy)  # The chief has checked and locked the directory.
+    distribute.agree(experiment.model.distribute_strategy)  # The chief has checked and locked it.
     scratch = RunDir(tempfile.mkdtemp(prefix="lottery-tf-worker-"))
     try:
         run_dir.copy_state(scratch.path)
-        distribute.barrier(strategy)
+        _check_same_start(experiment, scratch, run_dir.path)
         scratch.create(experiment.config, experiment.dataset_info())
         return _rounds(experiment, scratch, progress)
     finally:
         scratch.unlock()
         shutil.rmtree(scratch.path, ignore_errors=True)
+
+
+def _check_same_start(experiment, run_dir, path=None):
+    """Refuses to go on unless every worker resumes from the same point (and
+    the chief writes nothing until the others have copied what they read)."""
+    complete = run_dir.complete_rounds()
+    first = next(r for r in range(len(complete) + 1) if r not in complete)
+    step = callbacks_lib.latest_checkpoint_step(run_dir.checkpoint_dir(first))
+    if not distribute.agree(experiment.model.distribute_strategy, [len(complete), first, step]):
+        raise errors.LotteryError(
+            f"the workers see different run directories at {path or run_dir.path} (this one: "
+            f"{len(complete)} complete rounds, round {first} at iteration {step}): a resumed run "
+            "needs --output_dir on a filesystem every worker reads")
 
 
 def _rounds(experiment, run_dir, progress):

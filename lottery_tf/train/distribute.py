@@ -28,10 +28,18 @@ def is_chief(name):
     return name != "multi_worker_mirrored" or make(name).extended.should_checkpoint
 
 
-def barrier(strategy):
-    """Returns once every worker of a multi-worker `strategy` has called it."""
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+def agree(strategy, values=()):
+    """Whether every worker of `strategy` called this with the same small integers.
+
+    Returns once all have called it (a barrier). One all-reduce of
+    (1, v, v²) per value: the values are equal iff n·Σv² = (Σv)².
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    local = tf.constant([1.0] + [float(v) for v in values] + [float(v) ** 2 for v in values], tf.float64)
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: local), axis=None).numpy()
+    n, sums, squares = total[0], total[1:1 + len(values)], total[1 + len(values):]
+    return all(n * sq == s * s for s, sq in zip(sums, squares))
 
 
 @contextlib.contextmanager
