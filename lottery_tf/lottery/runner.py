@@ -258,7 +258,9 @@ def run(config, progress=print, dataset=None):
             distribute.agree(experiment.model.distribute_strategy)  # Other workers may copy it now.
             _check_same_start(experiment, run_dir)
             with writing_errors_explained(run_dir.path):
-                return _rounds(experiment, run_dir, progress)
+                results = _rounds(experiment, run_dir, progress)
+            distribute.agree(experiment.model.distribute_strategy)  # Others end with it.
+            return results
         finally:
             run_dir.unlock()
 
@@ -277,7 +279,9 @@ def _follow_chief(experiment, run_dir, progress):
         run_dir.copy_state(scratch.path)
         _check_same_start(experiment, scratch, run_dir.path)
         scratch.create(experiment.config, experiment.dataset_info())
-        return _rounds(experiment, scratch, progress)
+        results = _rounds(experiment, scratch, progress)
+        distribute.agree(experiment.model.distribute_strategy)
+        return results
     finally:
         scratch.unlock()
         shutil.rmtree(scratch.path, ignore_errors=True)

@@ -37,7 +37,9 @@ def agree(strategy, values=()):
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     local = tf.constant([1.0] + [float(v) for v in values] + [float(v) ** 2 for v in values], tf.float64)
-    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: local), axis=None).numpy()
+    # In a tf.function: run eagerly, the strategy warns of its overhead on every call.
+    total = tf.function(lambda: strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: local), axis=None))().numpy()
     n, sums, squares = total[0], total[1:1 + len(values)], total[1 + len(values):]
     return all(n * sq == s * s for s, sq in zip(sums, squares))
 
