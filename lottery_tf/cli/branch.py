@@ -36,8 +36,8 @@ class BranchCommand(app.Command):
                              flag_values=fv)
         flags.DEFINE_list("targets", [], "one_shot: overall sparsities in (0, 1).", flag_values=fv)
         flags.DEFINE_integer("entry_index", -1,
-                             "Train only this entry of the branch (0-based, in the order of "
-                             "--branch_rounds or --targets; e.g. one per job of an array, "
+                             "Train only this entry of the branch (0-based, of --branch_rounds or "
+                             "--targets in increasing order; e.g. one per job of an array, "
                              "docs/SCALING.md); -1 trains all.", flag_values=fv)
         flags.DEFINE_string("branch_data_dir", "", "TFDS data dir, if not the run's.", flag_values=fv)
         flags.DEFINE_integer("branch_verbose", None, "Keras progress, if not the run's.",
