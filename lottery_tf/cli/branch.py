@@ -5,6 +5,7 @@
     lottery-tf branch --run_dir=runs/x --branch=one_shot --targets=0.5,0.8,0.9,0.964
     lottery-tf branch --run_dir=runs/x --branch=at_init --branch_criterion=snip [--ablation=shuffle]
     lottery-tf branch --run_dir=runs/x --branch=tfmot_gradual
+    lottery-tf branch --run_dir=runs/x --branch=random_pruning --branch_rounds=1,2,3 --entry_index=$I
 """
 
 from absl import flags
@@ -44,6 +45,10 @@ class BranchCommand(app.Command):
         flags.DEFINE_string("branch_scope", "", "at_init: layerwise (the rounds' per-layer counts) "
                             "or global (the rounds' overall count); default: the run's.",
                             flag_values=fv)
+        flags.DEFINE_integer("entry_index", -1,
+                             "Train only this entry of the branch (0-based, of --branch_rounds or "
+                             "--targets in increasing order; e.g. one per job of an array, "
+                             "docs/SCALING.md); -1 trains all.", flag_values=fv)
         flags.DEFINE_string("branch_data_dir", "", "TFDS data dir, if not the run's.", flag_values=fv)
         flags.DEFINE_integer("branch_verbose", None, "Keras progress, if not the run's.",
                              flag_values=fv)
@@ -63,4 +68,5 @@ class BranchCommand(app.Command):
             progress=app.print_line, data_dir=fv.branch_data_dir or None, verbose=verbose,
             options={name: value for name, value in (("criterion", fv.branch_criterion),
                      ("ablation", fv.ablation), ("scope", fv.branch_scope)) if value},
+            entry_index=None if fv.entry_index == -1 else fv.entry_index,
         )

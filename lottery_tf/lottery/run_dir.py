@@ -27,12 +27,16 @@ Every path of a run is built here; other modules ask a `RunDir`, a
       branches/NAME/              a control (BranchDir): branch.json, summary.csv,
                                   theta0.npz (random reinit), tensorboard/, .lock,
                                   MANIFEST.json and one entry per round (round_NNN/)
-                                  or target (sparsity_S/), laid out like round_NNN/
+                                  or target (sparsity_S/), laid out like round_NNN/;
+                                  with --entry_index (entries trained side by side):
+                                  .update.lock (turns at the branch's own files) and
+                                  each entry's .lock (held while it trains)
 
 Each step skips when its outputs exist, so rerunning a command resumes it.
 Files are written and read through `storage.py` (atomic, checksummed).
 """
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -67,6 +71,11 @@ class EntryDir:
     @property
     def name(self):
         return os.path.basename(self.path)
+
+    @property
+    def lock_path(self):
+        """Its lock while it trains beside other entries of its branch (`BranchDir.training`)."""
+        return os.path.join(self.path, ".lock")
 
     @property
     def mask_path(self):
@@ -125,12 +134,38 @@ class EntryDir:
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
 
 
+def _take_lock(directory, lock_path, shared=False):
+    """An flock on `lock_path` (made if missing), or one line naming its holder.
+
+    Returns the open file descriptor; closing it releases the lock.
+    """
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise errors.LotteryError(
+            f"run directory {directory} is in use by {holder}; wait for it to finish "
+            "or stop it first"
+        ) from None
+    holder = f"process {os.getpid()}"
+    if shared:  # Its other holders write too: one fixed-length write, never a truncation.
+        os.pwrite(fd, holder.ljust(32).encode(), 0)
+    else:
+        os.ftruncate(fd, 0)
+        os.write(fd, holder.encode())
+    return fd
+
+
 class _LockedDir:
     """A directory with one writer at a time, a summary and TensorBoard scalars."""
 
     def __init__(self, path):
         self.path = path
         self._lock_fd = None
+        self._shared = False
 
     @property
     def lock_path(self):
@@ -152,28 +187,17 @@ class _LockedDir:
     def theta0_path(self):
         return os.path.join(self.path, "theta0.npz")
 
-    def lock(self):
+    def lock(self, shared=False):
         """Takes this directory's writer lock, or refuses if another process has it.
 
         An flock: the kernel drops it when its process ends, however it ends,
-        so a crashed run never leaves it stuck.
+        so a crashed run never leaves it stuck. `shared`: for processes that
+        write different entries side by side (a job array, see BranchDir);
+        they exclude a writer of the whole directory, and it them.
         """
-        if self._lock_fd is not None:
-            return
-        os.makedirs(self.path, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise errors.LotteryError(
-                f"run directory {self.path} is in use by {holder}; wait for it to finish "
-                "or stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()}".encode())
-        self._lock_fd = fd
+        if self._lock_fd is None:
+            self._lock_fd = _take_lock(self.path, self.lock_path, shared)
+            self._shared = shared
 
     def unlock(self):
         if self._lock_fd is not None:
@@ -196,7 +220,43 @@ class _LockedDir:
 
 
 class BranchDir(_LockedDir):
-    """A control's directory, `RUN/branches/NAME/`."""
+    """A control's directory, `RUN/branches/NAME/`.
+
+    One process writes it (`lock()`), or several at once, each training
+    other entries (`lock(shared=True)`, `lottery-tf branch --entry_index`):
+    then each holds its entry's own lock while it trains it (`training`) and
+    takes turns for the branch's own files (`updating`).
+    """
+
+    @property
+    def update_lock_path(self):
+        return os.path.join(self.path, ".update.lock")
+
+    @contextlib.contextmanager
+    def updating(self):
+        """Holds the turn to write the branch's own files (branch.json,
+        theta0.npz, summary.csv and their manifest) while others train beside."""
+        if not self._shared:
+            yield
+            return
+        fd = os.open(self.update_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # Held for one write: waiting is short.
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def training(self, entry):
+        """Holds `entry`'s lock while it trains beside others, or refuses if another has it."""
+        if not self._shared:
+            yield
+            return
+        fd = _take_lock(entry.path, entry.lock_path)
+        try:
+            yield
+        finally:
+            os.close(fd)
 
     @property
     def name(self):
@@ -306,6 +366,19 @@ class RunDir(_LockedDir):
             found.append(r)
             r += 1
         return found
+
+    def copy_state(self, destination):
+        """Copies what a run reads back into `destination`: everything but the
+        lock, TensorBoard logs, branches and temp files (a non-chief worker's
+        private copy of the run, see runner.py)."""
+        not_state = {os.path.basename(self.lock_path), os.path.basename(self.tensorboard_dir), BRANCHES}
+
+        def skipped(directory, names):
+            top = os.path.abspath(directory) == os.path.abspath(self.path)
+            return [n for n in names if n.startswith(storage.TEMP_PREFIX) or (top and n in not_state)]
+
+        if os.path.isdir(self.path):
+            shutil.copytree(self.path, destination, ignore=skipped, dirs_exist_ok=True)
 
     def read_config(self):
         return read_json(self.config_path)

@@ -12,6 +12,8 @@ the controls in `branches/` reuse the same blocks.
 import contextlib
 import dataclasses
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -104,6 +106,8 @@ def setup(config, dataset=None, model_seed=None):
       model_seed: initializer seed, if not `config.seed` (random reinit).
     """
     check(config)
+    # First: a multi-worker strategy configures the runtime, which must not have started yet.
+    strategy = distribute.make(config.distribution_strategy)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -135,7 +139,6 @@ def setup(config, dataset=None, model_seed=None):
         config.steps_per_execution, config.eval_every, iterations, config.rewind_iteration,
         config.checkpoint_every,
     )
-    strategy = distribute.make(config.distribution_strategy)
     seed = config.seed if model_seed is None else model_seed
     with strategy.scope():
         model = models.build(config.model, dataset.input_shape, dataset.num_classes, seed)
@@ -166,7 +169,7 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
     start_step, curve, snapshot_weights = 0, [], None
     if every:
         start_step, curve, snapshot_weights = _resume_point(experiment.model, entry)
-    train_data = experiment.dataset.train(config.batch_size, seed=seed)
+    train_data = distribute.split_by_example(experiment.dataset.train(config.batch_size, seed=seed))
     # From a fresh pipeline: the same batch whether or not the round resumed.
     callback = LotteryCallback(start_weights, masks, prune, restore=not start_step,
                                batch=lambda: experiment.first_batch(seed))
@@ -276,17 +279,59 @@ def run(config, progress=print, dataset=None, model=None, data=None):
     config = with_own(config, model, data)
     check(config)
     run_dir = RunDir.for_config(config)
-    with damage_explained(run_dir):
+    chief = distribute.is_chief(config.distribution_strategy)
+    with damage_explained(run_dir), distribute.lost_workers_explained():
         run_dir.check(config)
-        if run_dir.is_run():
+        if chief and run_dir.is_run():
             run_dir.verify_complete_rounds()
         experiment = setup(config, dataset)
+        if not chief:
+            return _follow_chief(experiment, run_dir, progress)
         try:
             run_dir.create(config, experiment.dataset_info())
+            distribute.agree(experiment.model.distribute_strategy)  # Other workers may copy it now.
+            _check_same_start(experiment, run_dir)
             with writing_errors_explained(run_dir.path):
-                return _rounds(experiment, run_dir, progress)
+                results = _rounds(experiment, run_dir, progress)
+            distribute.agree(experiment.model.distribute_strategy)  # Others end with it.
+            return results
         finally:
             run_dir.unlock()
+
+
+def _follow_chief(experiment, run_dir, progress):
+    """The rounds on a worker that is not the chief (multi_worker_mirrored).
+
+    It trains in step with the chief and computes what the chief computes, but
+    writes nothing to the run directory: it works in a private copy of it
+    (TensorFlow's convention: only the chief writes, the others write to
+    temporary directories), removed when it ends.
+    """
+    distribute.agree(experiment.model.distribute_strategy)  # The chief has checked and locked it.
+    scratch = RunDir(tempfile.mkdtemp(prefix="lottery-tf-worker-"))
+    try:
+        run_dir.copy_state(scratch.path)
+        _check_same_start(experiment, scratch, run_dir.path)
+        scratch.create(experiment.config, experiment.dataset_info())
+        results = _rounds(experiment, scratch, progress)
+        distribute.agree(experiment.model.distribute_strategy)
+        return results
+    finally:
+        scratch.unlock()
+        shutil.rmtree(scratch.path, ignore_errors=True)
+
+
+def _check_same_start(experiment, run_dir, path=None):
+    """Refuses to go on unless every worker resumes from the same point (and
+    the chief writes nothing until the others have copied what they read)."""
+    complete = run_dir.complete_rounds()
+    first = next(r for r in range(len(complete) + 1) if r not in complete)
+    step = callbacks_lib.latest_checkpoint_step(run_dir.checkpoint_dir(first))
+    if not distribute.agree(experiment.model.distribute_strategy, [len(complete), first, step]):
+        raise errors.LotteryError(
+            f"the workers see different run directories at {path or run_dir.path} (this one: "
+            f"{len(complete)} complete rounds, round {first} at iteration {step}): a resumed run "
+            "needs --output_dir on a filesystem every worker reads")
 
 
 def _rounds(experiment, run_dir, progress):

@@ -36,7 +36,8 @@ BRANCHES = _BranchRegistry("branch")
 
 
 def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
-               data_dir=None, verbose=None, dataset=None, model=None, data=None, options=None):
+               data_dir=None, verbose=None, dataset=None, model=None, data=None, options=None,
+               entry_index=None):
     """Runs (or resumes) branch `kind` of the run in `run_path`.
 
     Args:
@@ -53,6 +54,9 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
         model=..., data=...)` was handed, in another process.
       options: option name -> value, for branches with options (at_init:
         criterion, ablation, scope).
+      entry_index: None for every entry; i for only the i-th of the branch's
+        entries (0-based, in order), beside other processes training others
+        in the same directory (a job array; see docs/SCALING.md).
 
     Returns:
       The metrics of each entry, in order.
@@ -68,12 +72,18 @@ def run_branch(run_path, kind, rounds=None, seed=1, targets=(), progress=print,
             overrides["verbose"] = verbose
         branch = branch_class(main, dataclasses.replace(config, **overrides), seed, rounds, targets,
                               options)
-        branch.keys()  # Refuses a bad request before anything is written.
+        keys = branch.keys()  # Refuses a bad request before anything is written.
+        if entry_index is not None and not 0 <= entry_index < len(keys):
+            names = [branch.entry_name(k) for k in keys]
+            listed = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
+            raise errors.LotteryError(
+                f"--entry_index={entry_index} is outside [0, {len(keys)}): branch {kind} of "
+                f"{run_path} has {len(keys)} entries ({listed})")
         branch_dir = main.branch(branch.name())
-        branch_dir.lock()
+        branch_dir.lock(shared=entry_index is not None)
         try:
             with runner.writing_errors_explained(branch_dir.path):
-                return branch.run(branch_dir, dataset, progress)
+                return branch.run(branch_dir, dataset, progress, entry_index)
         finally:
             branch_dir.unlock()
 

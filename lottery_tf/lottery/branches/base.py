@@ -121,15 +121,20 @@ class Branch:
 
     # --- The loop ---------------------------------------------------------------------
 
-    def run(self, branch_dir, dataset=None, progress=print):
-        """Trains (or resumes) every entry; returns their metrics in order."""
-        keys = self.keys()
-        branch_dir.write_info(self.info())
+    def run(self, branch_dir, dataset=None, progress=print, entry_index=None):
+        """Trains (or resumes) every entry, or only the `entry_index`-th of
+        `keys()` (in a job array, beside processes training others); returns
+        their metrics in order."""
+        every = self.keys()
+        keys = every if entry_index is None else [every[entry_index]]
+        with branch_dir.updating():
+            branch_dir.write_info(self.info())
         todo = [k for k in keys if not branch_dir.entry(self.entry_name(k)).complete()]
         experiment = start = None
         if todo:
             experiment = runner.setup(self.config, dataset, model_seed=self.model_seed())
-            start = self.start_weights(experiment, branch_dir)
+            with branch_dir.updating():
+                start = self.start_weights(experiment, branch_dir)
         results = []
         for key in keys:
             entry = branch_dir.entry(self.entry_name(key))
@@ -138,14 +143,18 @@ class Branch:
                 metrics = entry.read_metrics()
             else:
                 try:
-                    metrics = self.train_entry(experiment, entry, key, start)
+                    with branch_dir.training(entry):
+                        metrics = self.train_entry(experiment, entry, key, start)
                 except errors.Interrupted as e:
                     raise errors.Interrupted(f"{branch_dir.name} {entry.name}, {e.where}") from None
                 tensorboard.write_round(branch_dir, metrics, step=self.step(key), name=entry.name)
             results.append(metrics)
             label = f"{branch_dir.name} {entry.name}"
             progress(runner.format_round(metrics, None, label=label) + (" [saved]" if saved else ""))
-        branch_dir.write_summary([runner.summary_row(m, key=self.level_key) for m in results])
+        with branch_dir.updating():  # Every complete entry, whoever trained it.
+            done = [branch_dir.entry(self.entry_name(k)) for k in every]
+            branch_dir.write_summary([runner.summary_row(e.read_metrics(), key=self.level_key)
+                                      for e in done if e.complete()])
         return results
 
     def train_entry(self, experiment, entry, key, start):
