@@ -9,18 +9,18 @@ from lottery_tf.train import distribute, xla
 class XlaPolicyTest(tf.test.TestCase):
     def test_model_families(self):
         self.assertEqual(xla.model_family(models.build("lenet_300_100", (28, 28, 1), 10, 0)), "dense")
-        for name in ("conv2", "resnet20"):
+        for name in ("conv2", "vgg19"):
             self.assertEqual(xla.model_family(models.build(name, (32, 32, 3), 10, 0)), "conv", name)
+        self.assertEqual(xla.model_family(models.build("resnet20", (32, 32, 3), 10, 0)), "residual")
 
     def test_default_follows_the_measured_table(self):
         strategy = tf.distribute.get_strategy()
         device = xla.device_type()
-        for name, family in (("lenet_300_100", "dense"), ("resnet20", "conv")):
+        for name, family in (("lenet_300_100", "dense"), ("conv2", "conv"), ("resnet20", "residual")):
             model = models.build(name, (32, 32, 3), 10, 0)
             self.assertEqual(xla.for_training(None, model, strategy, deterministic=True),
                              xla.TRAINING[(device, family)], name)
-        self.assertEqual(xla.for_evaluation(None, True), xla.EVALUATION[device])
-        self.assertFalse(xla.for_evaluation(None, False))
+        self.assertEqual(xla.for_evaluation(None, strategy), xla.EVALUATION[device])
 
     def test_explicit_choice_wins_where_xla_can_run(self):
         strategy = tf.distribute.get_strategy()
@@ -28,8 +28,8 @@ class XlaPolicyTest(tf.test.TestCase):
         lenet = models.build("lenet_300_100", (28, 28, 1), 10, 0)
         self.assertTrue(xla.for_training(True, resnet, strategy, deterministic=True))
         self.assertFalse(xla.for_training(False, lenet, strategy, deterministic=True))
-        self.assertTrue(xla.for_evaluation(True, True))
-        self.assertFalse(xla.for_evaluation(False, True))
+        self.assertTrue(xla.for_evaluation(True, strategy))
+        self.assertFalse(xla.for_evaluation(False, strategy))
 
     def test_never_where_it_cannot_run(self):
         conv2 = models.build("conv2", (28, 28, 1), 10, 0)  # max-pooling: no deterministic XLA gradient
@@ -39,3 +39,4 @@ class XlaPolicyTest(tf.test.TestCase):
         with mirrored.scope():
             lenet = models.build("lenet_300_100", (28, 28, 1), 10, 0)
         self.assertFalse(xla.for_training(True, lenet, mirrored, deterministic=False))
+        self.assertFalse(xla.for_evaluation(True, mirrored))
