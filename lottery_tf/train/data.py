@@ -61,10 +61,11 @@ class Dataset:
     def _examples(self):
         if not self._in_memory:
             images, labels = [], []
-            for x, y in self._train_examples.batch(10000):
-                images.append(x)
-                labels.append(y)
-            self._in_memory.extend([tf.concat(images, 0), tf.concat(labels, 0)])
+            with tf.device("/CPU:0"):  # host memory: the input pipeline runs there
+                for x, y in self._train_examples.batch(10000):
+                    images.append(x)
+                    labels.append(y)
+                self._in_memory.extend([tf.concat(images, 0), tf.concat(labels, 0)])
         return self._in_memory
 
 

@@ -49,6 +49,19 @@ def _groups(sets):
     return [(tf.stack(x), tf.stack(y), tf.constant(owner, tf.int32)) for x, y, owner in groups.values()]
 
 
+def _as_loss(loss):
+    """A Keras `Loss` object for what `compile` accepted (an object, a name or a function)."""
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    function = keras.losses.get(loss)
+    if isinstance(function, keras.losses.Loss):
+        return function
+    # What Keras's loss container does with a function (tf_keras exports no public name for it).
+    from tf_keras.src.losses import LossFunctionWrapper
+
+    return LossFunctionWrapper(function)
+
+
 class Evaluator:
     """Loss and accuracy of a compiled classifier over fixed evaluation sets.
 
@@ -68,6 +81,7 @@ class Evaluator:
         self._names = list(sets)
         self._sets = sets
         self._jit_compile = jit_compile
+        self._loss = _as_loss(model.loss)
         self._inputs = None
         self._function = None
 
@@ -81,9 +95,9 @@ class Evaluator:
         labels = y
         if labels.shape.rank == 1 and outputs.shape.rank == 2:
             labels = tf.expand_dims(labels, -1)  # what Keras's loss container does
-        loss = self._model.loss(labels, outputs)
-        if self._model.losses:
-            loss = tf.add_n([loss] + [tf.cast(l, loss.dtype) for l in self._model.losses])
+        loss = tf.cast(self._loss(labels, outputs), tf.float32)
+        if self._model.losses:  # as Keras's loss container adds them: their sum, then to the loss
+            loss = loss + tf.add_n([tf.cast(l, tf.float32) for l in self._model.losses])
         correct = tf.reduce_sum(keras.metrics.sparse_categorical_accuracy(y, outputs))
         return loss, correct, tf.cast(tf.shape(x)[0], tf.float32)
 

@@ -24,8 +24,9 @@ def _model(jit_compile, regularized=False):
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                               MaskedDense(16, activation="relu", kernel_initializer=keras.initializers.GlorotNormal(3)),
                               MaskedDense(10, kernel_initializer=keras.initializers.GlorotNormal(4))])
-    if regularized:
+    if regularized:  # two, so that the order of the sums matters
         model.add_loss(lambda: 1e-3 * tf.reduce_sum(tf.square(masked_layers(model)[0].kernel)))
+        model.add_loss(lambda: 1e-4 * tf.reduce_sum(tf.abs(masked_layers(model)[1].kernel)))
     training.compile_model(model, optimizers.make_optimizer("adam", 1e-3), jit_compile, 1)
     return model
 
@@ -52,6 +53,13 @@ class EvaluatorTest(tf.test.TestCase):
         model = _model(False, regularized=True)
         self.assertNotEmpty(model.losses)
         self._check_equals_keras(model, _sets({"val": 100}, 32), False)
+
+    def test_a_loss_given_by_name_or_function_as_keras_takes_it(self):
+        for loss in ("sparse_categorical_crossentropy", keras.losses.sparse_categorical_crossentropy):
+            with self.subTest(loss=loss):
+                model = _model(False)
+                model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+                self._check_equals_keras(model, _sets({"val": 100}, 32), False)
 
     def test_reads_the_data_once_and_traces_once(self):
         model = _model(False)

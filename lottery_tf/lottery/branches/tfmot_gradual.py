@@ -26,6 +26,7 @@ import numpy as np
 import tf_keras as keras
 from tensorflow_model_optimization.sparsity import keras as tfmot_sparsity
 
+from lottery_tf import errors
 from lottery_tf.lottery import runner
 from lottery_tf.lottery.branches import BRANCHES
 from lottery_tf.lottery.branches.base import Branch
@@ -76,15 +77,22 @@ class TfmotGradual(Branch):
         sparsities = {name: float(1.0 - np.count_nonzero(m) / m.size) for name, m in ticket.items()}
         begin, end, frequency = polynomial_steps(experiment.iterations)
         model = experiment.model
+        nested = sorted({layer.name for layer in experiment.layers} - {layer.name for layer in model.layers})
+        if nested:
+            # clone_model hands a nested model to the clone function whole: its layers would stay dense.
+            raise errors.LotteryError(
+                f"--branch=tfmot_gradual prunes top-level layers only; {', '.join(nested)} "
+                "sit inside a nested model: flatten the model (one functional model) to use this arm")
         for layer in experiment.layers:
             layer.mask.assign(np.ones(layer.mask.shape, layer.mask.dtype.as_numpy_dtype))
         for weight_key, variable in model_weights(model).items():
             variable.assign(start[weight_key])
-        pruned = wrap(model, sparsities, begin, end, frequency)
         steps = training.effective_steps_per_execution(
             config.steps_per_execution, config.eval_every, experiment.iterations)
-        with model.distribute_strategy.scope():
-            training.compile_model(pruned, optimizers.for_config(config), False, steps)
+        with model.distribute_strategy.scope():  # tfmot's own variables are made by `wrap`
+            pruned = wrap(model, sparsities, begin, end, frequency)
+            training.compile_model(pruned, optimizers.for_config(config), False, steps,
+                                   getattr(experiment.dataset, "loss", None))
         curve, wall = training.train_round(
             pruned, experiment.dataset.train(config.batch_size, seed=self.data_seed(key)),
             Evaluator(pruned, {"val": experiment.dataset.validation, "test": experiment.dataset.test}),
