@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags, logging  # noqa: E402
 
-from lottery_tf import errors  # noqa: E402
+from lottery_tf import errors, interrupts  # noqa: E402
 from lottery_tf.quiet import start_tensorflow_quietly  # noqa: E402
 
 PROGRAM = "lottery-tf"
@@ -193,6 +193,7 @@ def main(command, argv=None, commands=None):
     fv, remaining = parse(command, argv, commands)
     if len(remaining) > 1:
         fail(f"unexpected arguments: {' '.join(remaining[1:])}")
+    interrupts.watch()
     try:
         command.run(fv)
     except errors.LotteryError as e:

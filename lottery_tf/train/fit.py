@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from lottery_tf import interrupts
 from lottery_tf.train import xla
 
 
@@ -68,6 +69,14 @@ class DivergenceGuard(keras.callbacks.Callback):
             raise Diverged(self._start + batch + 1, float(loss))
 
 
+class InterruptCheck(keras.callbacks.Callback):
+    """Ends training at the next step once Ctrl-C was pressed (see `interrupts`)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if interrupts.requested():
+            raise KeyboardInterrupt
+
+
 class PeriodicEval(keras.callbacks.Callback):
     """Evaluates every `eval_every` iterations and at the last one.
 
@@ -126,7 +135,8 @@ def train_round(model, train, evaluate, iterations, eval_every, callbacks, verbo
         train,
         epochs=1,
         steps_per_epoch=iterations - start_step,
-        callbacks=list(callbacks) + [DivergenceGuard(start_step), evaluator] + list(late_callbacks),
+        callbacks=(list(callbacks) + [InterruptCheck(), DivergenceGuard(start_step), evaluator]
+                   + list(late_callbacks)),
         verbose=verbose,
     )
     return evaluator.curve, time.perf_counter() - start
