@@ -241,7 +241,8 @@ def benchmark(fv):
             rows, ratios = globals()[part](dataset, fv.repeats, fv.steps)
         all_rows += rows
         all_ratios.update(ratios)
-    print(f"\n{fv.repeats} repeats x {fv.steps} steps (Conv-2: steps / 10); median (min-max)")
+    print(f"\n{fv.repeats} repeats (train_step, masking, pipeline: {fv.steps} steps each, Conv-2 "
+          "steps / 10); median (min-max)")
     print("| measurement | median | min | max | unit |")
     print("| --- | ---: | ---: | ---: | --- |")
     for name, median, low, high, unit in all_rows:

@@ -4,7 +4,6 @@ import math
 import time
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 
 from lottery_tf import interrupts
