@@ -31,6 +31,7 @@ from lottery_tf.train import data as data_lib
 from lottery_tf.train import distribute, optimizers, random_layers
 from lottery_tf.train import evaluate as evaluate_lib
 from lottery_tf.train import xla
+from lottery_tf.train.evaluate import as_loss
 from lottery_tf.train import fit as training
 from lottery_tf.train.callbacks import LotteryCallback, WeightSnapshot, model_weights
 
@@ -456,7 +457,7 @@ def _recompute_masks(experiment, run_dir, r, theta0):
         init={name: start[f"{name}/kernel"] for name in masks},
         model=experiment.model,
         batch=lambda: experiment.first_batch(round_seed(experiment.config.seed, previous)),
-        loss=experiment.model.loss,
+        loss=as_loss(experiment.model.loss),
         start=start,
     ))
     run_dir.round(r).write_masks(next_masks)

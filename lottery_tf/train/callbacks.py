@@ -9,6 +9,7 @@ import tf_keras as keras
 from lottery_tf import faults
 from lottery_tf.nn.layers import masked_layers
 from lottery_tf.pruning import PruningContext
+from lottery_tf.train.evaluate import as_loss
 
 
 def weight_key(variable):
@@ -81,7 +82,7 @@ class LotteryCallback(keras.callbacks.Callback):
             init={layer.name: self._start[weight_key(layer.kernel)] for layer in layers},
             model=self.model,
             batch=self._batch,
-            loss=self.model.loss,
+            loss=as_loss(self.model.loss),
             start=self._start,
         ))
         faults.point("after_prune")

@@ -49,8 +49,11 @@ def _groups(sets):
     return [(tf.stack(x), tf.stack(y), tf.constant(owner, tf.int32)) for x, y, owner in groups.values()]
 
 
-def _as_loss(loss):
-    """A Keras `Loss` object for what `compile` accepted (an object, a name or a function)."""
+def as_loss(loss):
+    """A Keras `Loss` object for what `compile` accepted (an object, a name or a function).
+
+    Criteria that read the loss (SNIP, GraSP) call it through this too.
+    """
     if isinstance(loss, keras.losses.Loss):
         return loss
     function = keras.losses.get(loss)
@@ -81,7 +84,7 @@ class Evaluator:
         self._names = list(sets)
         self._sets = sets
         self._jit_compile = jit_compile
-        self._loss = _as_loss(model.loss)
+        self._loss = as_loss(model.loss)
         self._inputs = None
         self._function = None
 

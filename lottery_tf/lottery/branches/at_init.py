@@ -30,6 +30,7 @@ from lottery_tf.lottery.storage import read_arrays
 from lottery_tf.pruning import Pruner, PruningContext, criteria, schedule
 from lottery_tf.pruning.criteria.base import Criterion
 from lottery_tf.pruning.selection import SCOPES
+from lottery_tf.train.evaluate import as_loss
 
 ABLATIONS = ("none", "shuffle", "reinit", "invert")
 
@@ -113,7 +114,7 @@ class AtInit(Branch):
             start=theta0,
             model=experiment.model,
             batch=lambda: experiment.first_batch(runner.round_seed(self.config.seed, 0)),
-            loss=experiment.model.loss,
+            loss=as_loss(experiment.model.loss),
             seed=[int(self.seed), int(key)],
         ))
         if self.ablation == "shuffle":
