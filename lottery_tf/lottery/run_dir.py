@@ -31,6 +31,11 @@ Every path of a run is built here; other modules ask a `RunDir`, a
                                   with --entry_index (entries trained side by side):
                                   .update.lock (turns at the branch's own files) and
                                   each entry's .lock (held while it trains)
+      branches/instability_seedS/ the instability branch: one entry per (round, k),
+                                  round_NNN_kKKKKKKK/ with copy_a/ and copy_b/ (each laid
+                                  out like round_NNN/) and metrics.json (the path, the
+                                  barrier); rewind_KKKKKKK.npz (θk trained in the branch
+                                  when the run holds no such point); find_rewind.json
 
 Each step skips when its outputs exist, so rerunning a command resumes it.
 Files are written and read through `storage.py` (atomic, checksummed).
@@ -132,6 +137,10 @@ class EntryDir:
 
     def drop_checkpoints(self):
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
+    def part(self, name):
+        """A network trained inside this entry (an instability entry's copy_a, copy_b)."""
+        return EntryDir(os.path.join(self.path, name))
 
 
 def _take_lock(directory, lock_path, shared=False):
@@ -274,6 +283,14 @@ class BranchDir(_LockedDir):
 
     def entry(self, name):
         return EntryDir(os.path.join(self.path, name))
+
+    def rewind_point_path(self, iteration):
+        """θk trained by the branch: the weights after `iteration` iterations of round 0."""
+        return os.path.join(self.path, f"rewind_{iteration:07d}.npz")
+
+    @property
+    def find_rewind_path(self):
+        return os.path.join(self.path, "find_rewind.json")
 
     def complete_entries(self):
         """The entries whose metrics are recorded, by directory name."""

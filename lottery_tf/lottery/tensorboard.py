@@ -36,3 +36,21 @@ def write_round(directory, metrics, step=None, name=None):
             for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy"):
                 tf.summary.scalar(f"curve/{key}", point[key], step=point["iteration"])
     writer.close()
+
+
+def write_instability(directory, metrics, name):
+    """Logs one instability entry: its barrier by start iteration, and its path.
+
+    `DIR/tensorboard/rounds`: `instability/barrier_pct/round_NNN` at step k.
+    `DIR/tensorboard/NAME`: test error along the path, one step per point.
+    """
+    writer = tf.summary.create_file_writer(directory.tensorboard_path("rounds"))
+    with writer.as_default():
+        tf.summary.scalar(f"instability/barrier_pct/{run_dir.round_entry_name(metrics['round'])}",
+                          metrics["barrier_pct"], step=metrics["start_iteration"])
+    writer.close()
+    writer = tf.summary.create_file_writer(directory.tensorboard_path(name))
+    with writer.as_default():
+        for step, error in enumerate(metrics["test_error_pct"]):
+            tf.summary.scalar("path/test_error_pct", error, step=step)
+    writer.close()

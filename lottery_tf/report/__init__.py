@@ -20,6 +20,9 @@ damaged one is named and never used. Writes, under `--report_dir`:
   layer_sparsity_by_method.png % remaining per layer that each series has
                               at its level nearest --layers_at_remaining
   curves.png                  test accuracy vs iteration, chosen rounds
+  instability.csv, .md        with instability branches: error barrier per
+                              (round, start iteration k), mean/min/max
+  instability_paths.png       test error along the linear paths (report/instability.py)
 """
 
 import os
@@ -28,6 +31,7 @@ from lottery_tf import errors
 from lottery_tf.lottery import branches
 from lottery_tf.lottery.branches import BRANCHES
 from lottery_tf.lottery.run_dir import RunDir
+from lottery_tf.report import instability
 from lottery_tf.report.figures import plot
 from lottery_tf.report.tables import METRICS, aggregate, stats, write_tables  # noqa: F401
 
@@ -61,6 +65,8 @@ def load_run(path):
         if info["kind"] not in BRANCHES.names():
             continue  # A branch kind this installation does not know: not a series here.
         branch_class = BRANCHES.get(info["kind"])
+        if not branch_class.in_accuracy_series:
+            continue  # Reported on its own (e.g. report/instability.py).
         key = branch_class.series(info, config)
         for entry in branch.complete_entries():
             metrics = entry.read_metrics()
@@ -86,6 +92,7 @@ def make_report(paths, report_dir, curve_rounds=(), title="", layers_at_remainin
         os.makedirs(report_dir, exist_ok=True)
         write_tables(rows, report_dir)
         plot(rows, runs, report_dir, title, list(curve_rounds), layers_at_remaining)
+        instability.write(run_paths, report_dir, title)
     except OSError as e:
         raise errors.LotteryError(
             f"--report_dir {report_dir} cannot be written ({e.strerror or e}); choose a directory "

@@ -10,6 +10,9 @@ Each control is one file here, a `base.Branch` subclass registered in
                   with the shuffle / reinit / invert ablations
   tfmot_gradual   the dense θ0 network trained with tfmot's gradual magnitude
                   pruning to each round's per-layer sparsities
+  instability     two copies of a round's network from θk, other data orders:
+                  the error barrier on the line between them (linear mode
+                  connectivity, Frankle et al. 2020)
 """
 
 import dataclasses
@@ -113,3 +116,4 @@ from lottery_tf.lottery.branches import random_pruning  # noqa: E402,F401
 from lottery_tf.lottery.branches import one_shot  # noqa: E402,F401
 from lottery_tf.lottery.branches import at_init  # noqa: E402,F401
 from lottery_tf.lottery.branches import tfmot_gradual  # noqa: E402,F401
+from lottery_tf.lottery.branches import instability  # noqa: E402,F401

@@ -37,6 +37,7 @@ class Branch:
     label = ""            # its series name in reports
     level_key = "round"   # the metrics key that names an entry's level
     takes_targets = False
+    in_accuracy_series = True  # reported as accuracy vs sparsity (False: a report of its own)
     options = {}          # option name -> the `lottery-tf branch` flag that sets it
 
     def __init__(self, main, config, seed=1, rounds=None, targets=(), options=None):
@@ -147,15 +148,26 @@ class Branch:
                         metrics = self.train_entry(experiment, entry, key, start)
                 except errors.Interrupted as e:
                     raise errors.Interrupted(f"{branch_dir.name} {entry.name}, {e.where}") from None
-                tensorboard.write_round(branch_dir, metrics, step=self.step(key), name=entry.name)
+                self.log(branch_dir, entry, key, metrics)
             results.append(metrics)
             label = f"{branch_dir.name} {entry.name}"
-            progress(runner.format_round(metrics, None, label=label) + (" [saved]" if saved else ""))
+            progress(self.describe(metrics, label) + (" [saved]" if saved else ""))
         with branch_dir.updating():  # Every complete entry, whoever trained it.
             done = [branch_dir.entry(self.entry_name(k)) for k in every]
-            branch_dir.write_summary([runner.summary_row(e.read_metrics(), key=self.level_key)
-                                      for e in done if e.complete()])
+            branch_dir.write_summary([self.summary_row(e.read_metrics()) for e in done if e.complete()])
         return results
+
+    def log(self, branch_dir, entry, key, metrics):
+        """Writes a completed entry's TensorBoard scalars."""
+        tensorboard.write_round(branch_dir, metrics, step=self.step(key), name=entry.name)
+
+    def describe(self, metrics, label):
+        """The progress line of a completed entry."""
+        return runner.format_round(metrics, None, label=label)
+
+    def summary_row(self, metrics):
+        """An entry's row in the branch's summary.csv."""
+        return runner.summary_row(metrics, key=self.level_key)
 
     def train_entry(self, experiment, entry, key, start):
         """Trains entry `key` from `start` and saves it; returns its metrics."""
