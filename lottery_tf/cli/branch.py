@@ -29,7 +29,7 @@ class BranchCommand(app.Command):
                "tfmot, instability.")
 
     def define_flags(self, fv):
-        from lottery_tf.lottery.branches import BRANCHES
+        from lottery_tf.lottery.branches import BRANCHES, instability
 
         flags.DEFINE_string("run_dir", None, "The run directory to branch from.", flag_values=fv)
         flags.DEFINE_string("branch", None, f"The control: {', '.join(BRANCHES.names())}.",
@@ -52,9 +52,9 @@ class BranchCommand(app.Command):
                           "else round 0 after k iterations); default 0.", flag_values=fv)
         flags.DEFINE_list("find_rewind", [], "instability: start iterations to probe; reports the "
                           "earliest whose error barrier is below --barrier_threshold.", flag_values=fv)
-        flags.DEFINE_float("barrier_threshold", None, "instability: the error barrier (percentage "
-                           "points of test error) below which a start point is stable; default 2.0.",
-                           flag_values=fv)
+        flags.DEFINE_float("barrier_threshold", instability.DEFAULT_THRESHOLD, "instability: the "
+                           "error barrier (percentage points of test error) below which a start "
+                           "point is stable.", flag_values=fv)
         flags.DEFINE_integer("entry_index", -1,
                              "Train only this entry of the branch (0-based, of --branch_rounds or "
                              "--targets in increasing order; e.g. one per job of an array, "
@@ -74,7 +74,8 @@ class BranchCommand(app.Command):
             ("criterion", fv.branch_criterion), ("ablation", fv.ablation), ("scope", fv.branch_scope),
             ("start_iterations", parse_numbers(fv.instability_k, int, "instability_k")),
             ("find_rewind", parse_numbers(fv.find_rewind, int, "find_rewind")),
-            ("barrier_threshold", fv.barrier_threshold)) if value not in (None, "", [])}
+            ("barrier_threshold", fv.barrier_threshold if fv["barrier_threshold"].present else None),
+        ) if value not in (None, "", [])}
         verbose = fv.branch_verbose
         if verbose is None and app.default_verbose() == 2:
             verbose = 2
