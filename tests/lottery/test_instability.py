@@ -1,5 +1,6 @@
 """The instability branch: the path's ends are the copies, the barrier, resuming, --find_rewind."""
 
+import glob
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ from lottery_tf.lottery.run_dir import RunDir
 from lottery_tf.lottery.storage import read_arrays, read_json, write_arrays, write_json
 from lottery_tf.report import make_report
 
-ROUNDS, KS = [0, 1], [0, 10]
+ENTRIES = [(0, 0), (1, 0), (1, 5), (1, 10)]
 
 
 def _main_line(path):
@@ -69,13 +70,15 @@ class InstabilityBranchTest(tf.test.TestCase):
         cls.run_path = os.path.join(cls.tmp, "run")
         with mock_tfds():
             cls.dataset = _load()
-            runner.run(tiny_config(iterations=20, rounds=2, checkpoint_every=10, steps_per_execution=5,
-                                   output_dir=cls.run_path),
-                       progress=lambda line: None, dataset=cls.dataset)
+            cls.config = tiny_config(iterations=20, rounds=2, checkpoint_every=10, rewind_iteration=10,
+                                     output_dir=cls.run_path)
+            runner.run(cls.config, progress=lambda line: None, dataset=cls.dataset)
         cls.main_before = _main_line(cls.run_path)
         cls.pristine = os.path.join(cls.tmp, "pristine")
         shutil.copytree(cls.run_path, cls.pristine)
-        cls.results = cls._branch(cls.run_path, rounds=ROUNDS, options={"start_iterations": KS})
+        # θ0 for both rounds; for round 1 also θ5 (trained in the branch) and θ10 (the run's rewind.npz).
+        cls.results = (cls._branch(cls.run_path, rounds=[0, 1], options={"start_iterations": [0]})
+                       + cls._branch(cls.run_path, rounds=[1], options={"start_iterations": [5, 10]}))
 
     @classmethod
     def tearDownClass(cls):
@@ -88,8 +91,10 @@ class InstabilityBranchTest(tf.test.TestCase):
                                    dataset=cls.dataset, **kwargs)
 
     def test_path_ends_reproduce_the_copies_accuracies_exactly(self):
-        self.assertEqual([(m["round"], m["start_iteration"]) for m in self.results],
-                         [(0, 0), (0, 10), (1, 0), (1, 10)])
+        self.assertEqual([(m["round"], m["start_iteration"]) for m in self.results], ENTRIES)
+        self.assertEqual([m["start_point"] for m in self.results],
+                         ["theta0", "theta0", "round 0 trained to iteration 5 in the branch",
+                          "rewind.npz of the run"])
         for metrics in self.results:
             path, copies = metrics["path"], metrics["copies"]
             self.assertLen(path, 30)
@@ -104,7 +109,7 @@ class InstabilityBranchTest(tf.test.TestCase):
     def test_copies_share_start_and_mask_not_data_order(self):
         branch = RunDir(self.run_path).branch("instability_seed1")
         seeds = set()
-        for r, k in [(r, k) for r in ROUNDS for k in KS]:
+        for r, k in ENTRIES:
             entry = branch.entry(f"round_{r:03d}_k{k:07d}")
             a, b = entry.part("copy_a"), entry.part("copy_b")
             for name, mask in RunDir(self.run_path).load_masks(r).items():
@@ -116,21 +121,28 @@ class InstabilityBranchTest(tf.test.TestCase):
             seeds.update([a.read_metrics()["data_seed"], b.read_metrics()["data_seed"]])
         self.assertLen(seeds, 4)  # two copies x two rounds; k does not change the data order
         self.assertEmpty(seeds & {runner.round_seed(0, r) for r in range(100)})
-        # θ10: round 0's first 10 iterations from θ0, trained once, in the branch.
-        theta10 = read_arrays(branch.rewind_point_path(10))
-        self.assertNotAllClose(theta10["fc1/kernel"], read_arrays(RunDir(self.run_path).theta0_path)["fc1/kernel"])
+        self.assertEqual(sorted(os.path.basename(p) for p in glob.glob(os.path.join(branch.path, "rewind_*"))),
+                         ["rewind_0000005.npz"])
+
+    def test_theta_k_trained_in_the_branch_is_the_runs_rewind_point(self):
+        main = RunDir(self.run_path)
+        branch = instability.Instability(main, self.config)
+        with mock_tfds():
+            trained = branch.train_to(runner.setup(self.config, self.dataset), 10)
+        for key, value in read_arrays(main.rewind_path).items():
+            self.assertAllEqual(trained[key], value, key)
 
     def test_main_line_untouched_and_rerun_trains_nothing(self):
         self.assertEqual(_main_line(self.run_path), self.main_before)
         with mock.patch.object(runner, "train", side_effect=AssertionError("retrained")):
-            again = self._branch(self.run_path, rounds=ROUNDS, options={"start_iterations": KS})
-        self.assertEqual(again, self.results)
+            again = self._branch(self.run_path, rounds=[1], options={"start_iterations": [0, 5, 10]})
+        self.assertEqual(again, self.results[1:])
 
     def test_killed_and_rerun_equals_uninterrupted(self):
         reference = _entries(os.path.join(self.run_path, "branches", "instability_seed1"))
-        # Round 1, k = 10: θ10, both copies (each checkpointed at 10 of 20 iterations), the path.
+        # Round 1, k = 5: θ5, both copies (each checkpointed at 10 of 20 iterations), the path.
         wanted = {name: data for name, data in reference.items()
-                  if name.startswith("round_001_k0000010") or name.startswith("rewind_")}
+                  if name.startswith("round_001_k0000005") or name.startswith("rewind_")}
         evaluate_path = instability.evaluate_path
 
         def killed_on_the_path(*args):
@@ -143,8 +155,8 @@ class InstabilityBranchTest(tf.test.TestCase):
             path = os.path.join(self.tmp, spec.replace(":", "_"))
             shutil.copytree(self.pristine, path)
             with self.assertRaises(_Killed), kill:
-                self._branch(path, rounds=[1], options={"start_iterations": [10]})
-            self._branch(path, rounds=[1], options={"start_iterations": [10]})
+                self._branch(path, rounds=[1], options={"start_iterations": [5]})
+            self._branch(path, rounds=[1], options={"start_iterations": [5]})
             got = _entries(os.path.join(path, "branches", "instability_seed1"))
             self.assertEqual(sorted(n for n in got if n in wanted or "round_" in n or "rewind_" in n),
                              sorted(wanted), spec)
@@ -187,8 +199,8 @@ class InstabilityBranchTest(tf.test.TestCase):
         with open(os.path.join(report_dir, "instability.md")) as f:
             table = f.read().splitlines()
         self.assertLen(table, 2 + 4)
-        barrier = self.results[3]["barrier_pct"]
-        self.assertIn(f"| 1 | 80.04 | 10 | 1 | {barrier:.2f} ({barrier:.2f}–{barrier:.2f}) |", table[-1])
+        barrier = self.results[2]["barrier_pct"]
+        self.assertIn(f"| 1 | 80.04 | 5 | 1 | {barrier:.2f} ({barrier:.2f}–{barrier:.2f}) |", table[-2])
         self.assertTrue(os.path.getsize(os.path.join(report_dir, "instability_paths.png")) > 10_000)
 
     def test_bad_requests_refused_in_one_line(self):

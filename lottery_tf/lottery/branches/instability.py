@@ -165,12 +165,14 @@ class Instability(Branch):
         path = branch_dir.rewind_point_path(k)
         with branch_dir.updating():  # One process of a job array trains it; the others wait.
             if not is_recorded(path):
-                head = dataclasses.replace(experiment, iterations=k)
-                result = runner.train(head, runner.dense_masks(experiment),
-                                      read_arrays(self.main.theta0_path),
-                                      runner.round_seed(self.config.seed, 0))
-                write_arrays(path, result.weights)
+                write_arrays(path, self.train_to(experiment, k))
         return read_arrays(path), f"round 0 trained to iteration {k} in the branch"
+
+    def train_to(self, experiment, k):
+        """The weights after the first k iterations of round 0 (the main line's data order)."""
+        head = dataclasses.replace(experiment, iterations=k)
+        return runner.train(head, runner.dense_masks(experiment), read_arrays(self.main.theta0_path),
+                            runner.round_seed(self.config.seed, 0)).weights
 
     def train_entry(self, experiment, entry, key, start):
         r, k = key
