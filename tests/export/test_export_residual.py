@@ -31,12 +31,13 @@ def _random_masks(model, density, seed):
             for layer in masked_layers(model)}
 
 
-def _write_ticket_run(path, model_name, shape, masks_of_round_1):
+def _write_ticket_run(path, model_name, shape, masks_of_round_1, weights_of_round_1=None):
     model = models.build(model_name, shape, 10, seed=0)
     dense = {name: np.ones_like(m) for name, m in masks_of_round_1.items()}
     write_run(path, model_name, shape, rounds={
         0: (dense, random_ticket_weights(model, dense, seed=0)),
-        1: (masks_of_round_1, random_ticket_weights(model, masks_of_round_1, seed=1))})
+        1: (masks_of_round_1,
+            weights_of_round_1 or random_ticket_weights(model, masks_of_round_1, seed=1))})
 
 
 def _ticket_model(path, r=1):
@@ -152,8 +153,12 @@ class ResidualCompactionTest(tf.test.TestCase):
         for block in (1, 2, 3):
             masks[f"stage1_block{block}_conv2"][..., 3] = 0
         masks["stage1_block2_conv2"][..., 7] = 0
+        weights = random_ticket_weights(model, masks, seed=1)
+        # The stem's dead filters 3 and 5 emit relu(beta) = beta > 0: constant, not zero.
+        weights["stem_bn/moving_mean"][[3, 5]] = 0.0
+        weights["stem_bn/beta"][[3, 5]] = [0.7, 0.9]
         cls.run_dir = os.path.join(class_tmp("residual"), "run")
-        _write_ticket_run(cls.run_dir, "resnet20", RESNET_SHAPE, masks)
+        _write_ticket_run(cls.run_dir, "resnet20", RESNET_SHAPE, masks, weights)
         cls.model = _ticket_model(cls.run_dir)
         cls.compact, reports = export.compact(export.network_from_model(cls.model))
         cls.reports = {r.name: r for r in reports}
@@ -161,8 +166,9 @@ class ResidualCompactionTest(tf.test.TestCase):
     def test_channel_dead_on_every_branch_is_removed(self):
         stem = self.reports["stem"]
         self.assertEqual((stem.units_kept, stem.units_constant), (14, 2))
-        for block in (1, 2, 3):
-            self.assertEqual(self.reports[f"stage1_block{block}_conv1"].inputs_kept, 15)
+        # Block 1 reads the stem's output (3 and 5 constant), blocks 2-3 the sums (3 constant).
+        for block, inputs in ((1, 14), (2, 15), (3, 15)):
+            self.assertEqual(self.reports[f"stage1_block{block}_conv1"].inputs_kept, inputs)
         shortcut = self.reports["stage2_block1_shortcut"]
         self.assertEqual((shortcut.inputs, shortcut.inputs_kept), (16, 15))
 
@@ -172,7 +178,7 @@ class ResidualCompactionTest(tf.test.TestCase):
         conv2 = self.reports["stage1_block2_conv2"]
         self.assertEqual((conv2.units_kept, conv2.units_constant), (15, 1))  # 7 kept, 3 gone
         block1 = next(layer for layer in self.compact.layers if layer.name == "stage1_block1_add")
-        identity = block1.branches[1]
+        identity = block1.branches[0]  # Add([shortcut, conv branch])
         self.assertLen(identity, 1)
         self.assertIsInstance(identity[0], ir_layers.Select)
         self.assertEqual(int((identity[0].indices < 0).sum()), 1)  # channel 5
