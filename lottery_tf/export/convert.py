@@ -64,8 +64,8 @@ def ir_class(keras_layer):
 
 def _supported():
     names = [cls.keras_description for cls in ir.registered() if cls.keras_description]
-    return (f"InputLayer, {', '.join(names)}; a chain of them, where a tensor may fork into "
-            "branches that meet again at one Add")
+    return (f"InputLayer, {', '.join(names)}; a chain of them, in which a tensor may fork "
+            "into branches that meet again at an Add")
 
 
 def _several_inputs(layer):

@@ -500,7 +500,7 @@ class Residual(ir.Layer):
     branches: list
     bias: np.ndarray = None
 
-    keras_description = "Add (of branches from one tensor)"
+    keras_description = "Add"
     merges = True
 
     def sublayers(self):

@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from conftest import mock_tfds, run_cli, tiny_flags
 from export.helpers import class_tmp, random_images, random_ticket_weights, run_export, write_run
 from lottery_tf import errors, export
 from lottery_tf.export import ir, layers as ir_layers, serving
@@ -31,13 +30,17 @@ def _random_masks(model, density, seed):
             for layer in masked_layers(model)}
 
 
-def _write_ticket_run(path, model_name, shape, masks_of_round_1, weights_of_round_1=None):
+def _write_ticket_run(path, model_name, shape, density, seed, change=None):
+    """A run directory with round 1 only (exported with --round=1): random masks
+    at `density`, then `change(masks, weights)`, if given, edits them."""
     model = models.build(model_name, shape, 10, seed=0)
-    dense = {name: np.ones_like(m) for name, m in masks_of_round_1.items()}
-    write_run(path, model_name, shape, rounds={
-        0: (dense, random_ticket_weights(model, dense, seed=0)),
-        1: (masks_of_round_1,
-            weights_of_round_1 or random_ticket_weights(model, masks_of_round_1, seed=1))})
+    masks = _random_masks(model, density, seed)
+    if change:
+        change(masks, None)
+    weights = random_ticket_weights(model, masks, seed=seed)
+    if change:
+        change(masks, weights)
+    write_run(path, model_name, shape, rounds={1: (masks, weights)})
 
 
 def _ticket_model(path, r=1):
@@ -53,8 +56,7 @@ class ZooExportTest(tf.test.TestCase):
     def test_vgg19_and_resnet20_tickets_export_and_verify(self):
         for name, shape in (("resnet20", RESNET_SHAPE), ("vgg19", VGG_SHAPE)):
             run_dir = os.path.join(self.get_temp_dir(), name)
-            _write_ticket_run(run_dir, name, shape,
-                              _random_masks(models.build(name, shape, 10, 0), 0.1, seed=3))
+            _write_ticket_run(run_dir, name, shape, density=0.1, seed=3)
             out = os.path.join(self.get_temp_dir(), f"{name}_export")
             status, stdout, err = run_export([f"--run={run_dir}", "--round=1", f"--output={out}",
                                               "--probe=random", "--probe_size=64"])
@@ -64,19 +66,19 @@ class ZooExportTest(tf.test.TestCase):
                 info = json.load(f)
             self.assertLessEqual(info["verification"]["max_abs_logit_diff"], LOGIT_TOLERANCE)
             # Every masked layer is reported; batch norms left no layer of their own.
+            model = _ticket_model(run_dir)
             self.assertCountEqual(info["sparsity"]["layers"],
-                                  [layer.name for layer in masked_layers(_ticket_model(run_dir))])
+                                  [layer.name for layer in masked_layers(model)])
             # Served by TensorFlow alone, on images the verification did not see.
             images = random_images(16, shape, seed=11)
             served = serving.run_saved_model(out, images)["logits"]
-            reference = _ticket_model(run_dir)(images, training=False).numpy()
+            reference = model(images, training=False).numpy()
             self.assertAllClose(served, reference, atol=LOGIT_TOLERANCE, rtol=0)
             self.assertAllEqual(np.argmax(served, -1), np.argmax(reference, -1))
 
     def test_batch_norms_and_relus_fold_into_the_convolutions(self):
         run_dir = os.path.join(self.get_temp_dir(), "resnet")
-        _write_ticket_run(run_dir, "resnet20", RESNET_SHAPE, _random_masks(
-            models.build("resnet20", RESNET_SHAPE, 10, 0), 0.3, seed=4))
+        _write_ticket_run(run_dir, "resnet20", RESNET_SHAPE, density=0.3, seed=4)
         model = _ticket_model(run_dir)
         network = export.network_from_model(model)
         kinds = [type(layer).__name__ for layer in ir.walk(network.layers)]
@@ -147,18 +149,18 @@ class ResidualCompactionTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        model = models.build("resnet20", RESNET_SHAPE, 10, 0)
-        masks = _random_masks(model, 0.5, seed=6)
-        masks["stem"][..., [3, 5]] = 0
-        for block in (1, 2, 3):
-            masks[f"stage1_block{block}_conv2"][..., 3] = 0
-        masks["stage1_block2_conv2"][..., 7] = 0
-        weights = random_ticket_weights(model, masks, seed=1)
-        # The stem's dead filters 3 and 5 emit relu(beta) = beta > 0: constant, not zero.
-        weights["stem_bn/moving_mean"][[3, 5]] = 0.0
-        weights["stem_bn/beta"][[3, 5]] = [0.7, 0.9]
+        def prune_channels(masks, weights):
+            if weights is None:
+                masks["stem"][..., [3, 5]] = 0
+                for block in (1, 2, 3):
+                    masks[f"stage1_block{block}_conv2"][..., 3] = 0
+                masks["stage1_block2_conv2"][..., 7] = 0
+            else:  # the stem's dead filters 3 and 5 emit relu(beta) = beta > 0, not zero
+                weights["stem_bn/moving_mean"][[3, 5]] = 0.0
+                weights["stem_bn/beta"][[3, 5]] = [0.7, 0.9]
+
         cls.run_dir = os.path.join(class_tmp("residual"), "run")
-        _write_ticket_run(cls.run_dir, "resnet20", RESNET_SHAPE, masks, weights)
+        _write_ticket_run(cls.run_dir, "resnet20", RESNET_SHAPE, 0.5, 6, prune_channels)
         cls.model = _ticket_model(cls.run_dir)
         cls.compact, reports = export.compact(export.network_from_model(cls.model))
         cls.reports = {r.name: r for r in reports}
@@ -192,23 +194,3 @@ class ResidualCompactionTest(tf.test.TestCase):
                                      images)
         self.assertAllClose(served, reference, atol=LOGIT_TOLERANCE, rtol=0)
         self.assertAllEqual(np.argmax(served, -1), np.argmax(reference, -1))
-
-
-class TrainedResNetCliTest(tf.test.TestCase):
-    def test_lottery_tf_export_of_a_trained_resnet20_round(self):
-        run_dir = os.path.join(self.get_temp_dir(), "run")
-        out = os.path.join(self.get_temp_dir(), "export")
-        with mock_tfds(num_examples=120):
-            status, _, err = run_cli(tiny_flags(model="resnet20", iterations=5, rounds=2,
-                                                eval_every=5, batch_size=8, jit_compile=False,
-                                                output_dir=run_dir))
-            self.assertEqual(status, 0, err)
-            status, stdout, err = run_cli(["export", f"--run={run_dir}", "--round=1",
-                                           f"--output={out}", "--probe_size=50"])
-        self.assertEqual(status, 0, err)
-        self.assertIn("verified on 50 mnist test images + 64 random images", stdout)
-        self.assertIn("class ids identical", stdout)
-        with open(os.path.join(out, "assets", "ticket.json")) as f:
-            info = json.load(f)
-        self.assertLessEqual(info["verification"]["max_abs_logit_diff"], LOGIT_TOLERANCE)
-        self.assertLess(info["sparsity"]["remaining_pct"], 100.0)
