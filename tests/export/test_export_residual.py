@@ -120,6 +120,32 @@ class ZooExportTest(tf.test.TestCase):
         served = _saved_model_logits(compact, os.path.join(self.get_temp_dir(), "sm"), images)
         self.assertAllClose(served, reference, atol=LOGIT_TOLERANCE, rtol=0)
 
+    def test_batch_norm_folds_into_a_linear_dense_only(self):
+        inputs = keras.Input((6,), name="image")
+        x = MaskedDense(5, name="linear")(inputs)
+        x = keras.layers.BatchNormalization(name="linear_bn")(x)
+        x = keras.layers.ReLU(name="linear_relu")(x)
+        x = MaskedDense(5, activation="relu", name="relu")(x)
+        x = keras.layers.BatchNormalization(name="relu_bn")(x)  # after the relu: not foldable
+        logits = MaskedDense(3, pruning_group="output", name="output")(x)
+        model = keras.Model(inputs, logits, name="dense_bn")
+        masks = {"linear": np.ones((6, 5)), "relu": np.ones((5, 5)), "output": np.ones((5, 3))}
+        masks["linear"][:, 2] = 0  # a dead unit: constant relu(shift), folded downstream
+        weights = random_ticket_weights(model, masks, seed=7)
+        for variable in model.weights:
+            key = variable.name.split(":")[0]
+            variable.assign(masks[key[:-5]] if key.endswith("/mask") else weights[key])
+        network = export.network_from_model(model)
+        self.assertEqual([(type(layer).__name__, getattr(layer, "activation", None))
+                          for layer in network.layers],
+                         [("Dense", "relu"), ("Dense", "relu"), ("BatchNorm", None),
+                          ("Dense", "linear")])
+        images = np.random.default_rng(2).normal(size=(32, 6)).astype(np.float32)
+        reference = model(images, training=False).numpy()
+        compact, reports = export.compact(network)
+        self.assertEqual((reports[0].units_kept, reports[0].units_constant), (4, 1))
+        self.assertAllClose(ir.forward(compact, images), reference, atol=1e-5, rtol=0)
+
     def test_refuses_what_is_not_a_residual_block(self):
         inputs = keras.Input((8,), name="image")
         a = MaskedDense(4, name="a")(inputs)
