@@ -53,28 +53,34 @@ def _saved_model_logits(network, path, images):
 
 
 class ZooExportTest(tf.test.TestCase):
-    def test_vgg19_and_resnet20_tickets_export_and_verify(self):
-        for name, shape in (("resnet20", RESNET_SHAPE), ("vgg19", VGG_SHAPE)):
-            run_dir = os.path.join(self.get_temp_dir(), name)
-            _write_ticket_run(run_dir, name, shape, density=0.1, seed=3)
-            out = os.path.join(self.get_temp_dir(), f"{name}_export")
-            status, stdout, err = run_export([f"--run={run_dir}", "--round=1", f"--output={out}",
-                                              "--probe=random", "--probe_size=64"])
-            self.assertEqual(status, 0, err)
-            self.assertIn("class ids identical", stdout)
-            with open(os.path.join(out, "assets", "ticket.json")) as f:
-                info = json.load(f)
-            self.assertLessEqual(info["verification"]["max_abs_logit_diff"], LOGIT_TOLERANCE)
-            # Every masked layer is reported; batch norms left no layer of their own.
-            model = _ticket_model(run_dir)
-            self.assertCountEqual(info["sparsity"]["layers"],
-                                  [layer.name for layer in masked_layers(model)])
-            # Served by TensorFlow alone, on images the verification did not see.
-            images = random_images(16, shape, seed=11)
-            served = serving.run_saved_model(out, images)["logits"]
-            reference = model(images, training=False).numpy()
-            self.assertAllClose(served, reference, atol=LOGIT_TOLERANCE, rtol=0)
-            self.assertAllEqual(np.argmax(served, -1), np.argmax(reference, -1))
+    def _export_ticket(self, name, shape):
+        """Exports a random 10 % ticket of `name` with the CLI; returns (run dir, export)."""
+        run_dir = os.path.join(self.get_temp_dir(), name)
+        _write_ticket_run(run_dir, name, shape, density=0.1, seed=3)
+        out = os.path.join(self.get_temp_dir(), f"{name}_export")
+        status, stdout, err = run_export([f"--run={run_dir}", "--round=1", f"--output={out}",
+                                          "--probe=random", "--probe_size=64"])
+        self.assertEqual(status, 0, err)
+        self.assertIn("class ids identical", stdout)
+        with open(os.path.join(out, "assets", "ticket.json")) as f:
+            info = json.load(f)
+        self.assertLessEqual(info["verification"]["max_abs_logit_diff"], LOGIT_TOLERANCE)
+        # Every masked layer is reported; batch norms left no layer of their own.
+        self.assertCountEqual(info["sparsity"]["layers"],
+                              list(export.load_ticket(run_dir, "1").masks))
+        return run_dir, out
+
+    def test_vgg19_ticket_exports_and_verifies(self):
+        self._export_ticket("vgg19", VGG_SHAPE)
+
+    def test_resnet20_ticket_exports_verifies_and_serves(self):
+        run_dir, out = self._export_ticket("resnet20", RESNET_SHAPE)
+        # Served by TensorFlow alone, on images the verification did not see.
+        images = random_images(16, RESNET_SHAPE, seed=11)
+        served = serving.run_saved_model(out, images)["logits"]
+        reference = _ticket_model(run_dir)(images, training=False).numpy()
+        self.assertAllClose(served, reference, atol=LOGIT_TOLERANCE, rtol=0)
+        self.assertAllEqual(np.argmax(served, -1), np.argmax(reference, -1))
 
     def test_batch_norms_and_relus_fold_into_the_convolutions(self):
         run_dir = os.path.join(self.get_temp_dir(), "resnet")
