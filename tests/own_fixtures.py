@@ -11,7 +11,7 @@ SHAPE = (8, 8, 1)
 
 
 def residual_cnn(input_shape, num_classes):
-    """A functional CNN with batch norm, dropout and a residual block (not exportable)."""
+    """A functional CNN with batch norm, dropout and a residual block."""
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
@@ -25,7 +25,7 @@ def residual_cnn(input_shape, num_classes):
 
 
 def plain_cnn(input_shape, num_classes, seed):
-    """A chain the export supports: conv, pool, flatten, dense (seeded initializers)."""
+    """A plain chain: conv, pool, flatten, dense (seeded initializers)."""
     init = keras.initializers.GlorotUniform(seed=seed)
     return keras.Sequential([
         keras.Input(input_shape, name="image"),

@@ -4,8 +4,8 @@ The page's Python blocks that start with `# NAME.py` are written to a
 working directory, and its `sh` blocks are run there in order, in-process:
 `python NAME.py ...` with runpy, `lottery-tf ...` through the dispatcher.
 Training commands get a few iterations on a tiny MNIST-format file set
-(random images) appended; everything else runs as printed. The one refusal
-the page shows must be the one line the command prints; every other command
+(random images) appended; everything else runs as printed. A refusal the
+page shows must be the one line the command prints; every other command
 must succeed.
 """
 
@@ -77,7 +77,6 @@ class TutorialTest(tf.test.TestCase):
         files, commands, refusals = _page()
         self.assertIn("my_project.py", files)
         self.assertTrue(any(c.startswith("lottery-tf export") for c in commands))
-        self.assertLen(refusals, 1)
         work = self.get_temp_dir()
         _write_mnist_format(os.path.join(work, "mnist"))
         for name, body in files.items():

@@ -22,7 +22,17 @@ Structured compaction removes, exactly (same outputs up to float rounding):
   them).
 
 The output layer keeps all its units (logits), constant or not.
+
+A residual block (`layers.Residual`) compacts each branch as a chain with the
+same functions (`plan_chain`, `needed_in_chain`, `compact_chain`): a channel
+of the sum is removed only when it is constant on every branch (then it is
+folded downstream like any constant) or read by nothing downstream; a branch
+that is constant at a kept channel keeps computing it, or, where its compact
+chain does not produce it (an identity shortcut of a constant channel), its
+constant goes into the block's bias.
 """
+
+import dataclasses
 
 import numpy as np
 
@@ -58,42 +68,76 @@ def compact(network, gather_inputs=False):
       UnsupportedNetwork: a layer, activation or shape compaction cannot handle.
     """
     check_supported(network)
-    layers = network.layers
-    tensor_shapes = ir.shapes(network)
-    last = len(layers) - 1
+    channels = network.input_shape[-1]
+    plan = plan_chain(network.layers, network.input_shape, np.full(channels, np.nan))
+    # Logits are outputs: every one is kept.
+    needed = needed_in_chain(network.layers, plan, np.ones(plan.shapes[-1][-1], bool))
+    layers, reports, needed = compact_chain(
+        network.layers, plan, needed, None if gather_inputs else np.ones(channels, bool))
+    if not needed[0].all():
+        layers.insert(0, Gather("input_gather", np.flatnonzero(needed[0])))
+    return ir.Network(tuple(network.input_shape), layers), reports
 
-    # Forward: which channels are constant, and their value (NaN: not constant).
-    consts, states = [np.full(tensor_shapes[0][-1], np.nan)], []
-    for i, layer in enumerate(layers):
-        out, state = layer.constants(consts[-1], tensor_shapes[i])
-        if i == last:
-            out = np.full_like(out, np.nan)  # logits are outputs: every one is kept
+
+@dataclasses.dataclass
+class ChainPlan:
+    """The forward pass of a compaction over a chain: per tensor its shape and
+    which channels are constant (value, NaN where not); per layer its state."""
+
+    shapes: list
+    consts: list
+    states: list
+
+
+def plan_chain(layers, in_shape, in_const):
+    """Forward: which channels of each tensor of the chain are constant."""
+    shapes = ir.chain_shapes(layers, in_shape)
+    consts, states = [np.asarray(in_const, np.float64)], []
+    for layer, shape in zip(layers, shapes):
+        out, state = layer.constants(consts[-1], shape)
         consts.append(out)
         states.append(state)
+    return ChainPlan(shapes, consts, states)
 
-    # Backward: which channels a kept unit downstream reads.
-    needed = [None] * (len(layers) + 1)
-    needed[-1] = np.ones(tensor_shapes[-1][-1], bool)
-    for i in range(last, -1, -1):
-        needed[i] = np.isnan(consts[i]) & layers[i].reads(needed[i + 1], tensor_shapes[i])
 
+def needed_in_chain(layers, plan, needed_out):
+    """Backward: which channels of each tensor a kept unit downstream reads.
+
+    `needed_out` (the chain's outputs to keep) is kept whether constant or not:
+    the layer computing a constant output channel emits it from its bias."""
+    needed = [None] * len(layers) + [np.asarray(needed_out, bool)]
+    for i in range(len(layers) - 1, -1, -1):
+        needed[i] = np.isnan(plan.consts[i]) & layers[i].reads_given(
+            needed[i + 1], plan.shapes[i], plan.states[i])
+    return needed
+
+
+def compact_chain(layers, plan, needed, needed_in=None):
+    """(compact layers, reports, channels kept before each tensor) of a chain.
+
+    Args:
+      layers, plan, needed: the chain, its `plan_chain` and `needed_in_chain`.
+      needed_in: the channels the compact chain receives (dead ones included:
+        kept as zero kernel rows, never gathered); None: exactly the needed
+        ones (the caller gathers them).
+    """
     live_inputs = [n.copy() for n in needed]  # before dead features are kept (reports)
-    if not gather_inputs:
-        needed[0] = np.ones_like(needed[0])
+    needed = list(needed)
+    if needed_in is not None:
+        needed[0] = np.asarray(needed_in, bool)
         for i, layer in enumerate(layers):
-            needed[i + 1] = layer.needed_without_gather(needed[i], needed[i + 1],
-                                                        tensor_shapes[i])
-
-    # Build the compact chain.
+            needed[i + 1] = layer.needed_without_gather(needed[i], needed[i + 1], plan.shapes[i])
+    # Kept outputs of the chain are computed, not folded: not "constant" in reports.
+    out_consts = plan.consts[1:-1] + [np.where(needed[-1], np.nan, plan.consts[-1])]
     compact_layers, reports = [], []
-    if not needed[0].all():
-        compact_layers.append(Gather("input_gather", np.flatnonzero(needed[0])))
     for i, layer in enumerate(layers):
-        step = ir.Step(in_shape=tensor_shapes[i], in_const=consts[i], out_const=consts[i + 1],
-                       state=states[i], needed_in=needed[i], needed_out=needed[i + 1],
+        step = ir.Step(in_shape=plan.shapes[i], in_const=plan.consts[i], out_const=out_consts[i],
+                       state=plan.states[i], needed_in=needed[i], needed_out=needed[i + 1],
                        live_in=live_inputs[i])
         new_layers, report = layer.compacted(step)
         compact_layers.extend(new_layers)
-        if report is not None:
+        if isinstance(report, list):
+            reports.extend(report)
+        elif report is not None:
             reports.append(report)
-    return ir.Network(tuple(network.input_shape), compact_layers), reports
+    return compact_layers, reports, needed

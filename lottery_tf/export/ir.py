@@ -11,10 +11,11 @@ that owns everything about it:
 * `arrays()`, what the serving graph stores, and `tf_call(tensors)`, the
   TensorFlow function the serving graph runs.
 
-`register` adds a class to the registry, so adding a layer type (a batch
-norm, an `Add`) is one class plus `@register`. The defaults here are those of
-a *channel-wise* layer (output channel c depends on input channel c only: a
-pooling, an activation, a per-channel scale), so such a layer overrides little.
+`register` adds a class to the registry, so adding a layer type is one class
+plus `@register`. The defaults here are those of a *channel-wise* layer
+(output channel c depends on input channel c only: a pooling, an activation, a
+per-channel scale), so such a layer overrides little. A layer may hold other
+layers (`sublayers`: the branches of a residual `Add`); `walk` visits them all.
 """
 
 import dataclasses
@@ -87,6 +88,10 @@ class Layer:
     accepts_keras_subclasses = True
     # Whether the network may end with it (the logits layer).
     can_be_output = False
+    # Whether its Keras layer takes several inputs (an `Add`): its
+    # `from_keras(layer, branches)` then gets the IR chain from the tensor
+    # where the branches fork to each input, in the Keras layer's input order.
+    merges = False
 
     # --- shape, numpy, Keras ----------------------------------------------------------
 
@@ -108,6 +113,15 @@ class Layer:
         """The IR layer for Keras `layer`; raises `NotConvertible(why)`."""
         raise NotConvertible("unknown layer type")
 
+    def absorb(self, following):
+        """This layer with `following` (the next layer of the chain) folded in,
+        computing exactly what the two compute in turn; None: not foldable."""
+        return None
+
+    def sublayers(self):
+        """The layers this layer holds (a residual block's branches)."""
+        return ()
+
     # --- compaction hooks ------------------------------------------------------------
 
     def check(self):
@@ -122,6 +136,11 @@ class Layer:
         """Which input channels the needed output channels read (bool)."""
         return out_needed
 
+    def reads_given(self, out_needed, in_shape, state):
+        """`reads`, given the state `constants` returned (a layer holding others
+        needs it to know what its inner layers leave constant)."""
+        return self.reads(out_needed, in_shape)
+
     def needed_without_gather(self, needed_in, needed_out, in_shape):
         """The output channels to keep when dead inputs are kept, not gathered.
 
@@ -133,7 +152,8 @@ class Layer:
         """(layers, report or None): this layer in the compact network.
 
         `step` is a `compaction.Step` (shapes, constants, kept channels).
-        Channel-wise: `keep_channels` of the kept input channels."""
+        Channel-wise: `keep_channels` of the kept input channels. A layer
+        holding others may return a list of reports."""
         return [self.keep_channels(step.keep_in)], None
 
     def keep_channels(self, keep):
@@ -154,6 +174,11 @@ class Layer:
     def tf_call(self, tensors):
         """x -> layer(x) in TensorFlow; `tensors` maps `arrays()`' names to getters."""
         raise NotImplementedError
+
+    def tf_build(self, getters):
+        """x -> layer(x); `getters` maps the name of each layer `walk` visits to
+        its `tensors` (a layer holding others builds theirs too)."""
+        return self.tf_call(getters[self.name])
 
 
 # --- shapes and numpy windows ---------------------------------------------------------------
@@ -216,24 +241,56 @@ class Network:
     layers: list
 
 
+def _checked(layer):
+    if not isinstance(layer, Layer):
+        raise UnsupportedNetwork(f"layer type {type(layer).__name__} is not supported")
+    return layer
+
+
+def chain_shapes(layers, in_shape):
+    """The tensor shape (no batch axis) before each layer of a chain and after the last."""
+    found = [tuple(in_shape)]
+    for layer in layers:
+        found.append(tuple(_checked(layer).output_shape(found[-1])))
+    return found
+
+
 def shapes(network):
     """The tensor shape (no batch axis) before each layer and after the last."""
-    found = [tuple(network.input_shape)]
-    for layer in network.layers:
-        if not isinstance(layer, Layer):
-            raise UnsupportedNetwork(f"layer type {type(layer).__name__} is not supported")
-        found.append(tuple(layer.output_shape(found[-1])))
-    return found
+    return chain_shapes(network.layers, network.input_shape)
+
+
+def forward_chain(layers, x):
+    """Runs a chain of layers in numpy (float64)."""
+    x = np.asarray(x, np.float64)
+    for layer in layers:
+        x = _checked(layer).forward(x)
+    return x
 
 
 def forward(network, x):
     """Runs the network in numpy (float64); returns the last layer's outputs."""
-    x = np.asarray(x, np.float64)
-    for layer in network.layers:
-        if not isinstance(layer, Layer):
-            raise UnsupportedNetwork(f"layer type {type(layer).__name__} is not supported")
-        x = layer.forward(x)
-    return x
+    return forward_chain(network.layers, x)
+
+
+def walk(layers):
+    """Every layer of a chain and, after each, the layers it holds (depth first)."""
+    for layer in layers:
+        yield layer
+        yield from walk(layer.sublayers())
+
+
+def fold(layers):
+    """The chain with each layer folded into the one before where that is exact
+    (`Layer.absorb`: a batch norm or activation into a convolution)."""
+    folded = []
+    for layer in layers:
+        merged = folded[-1].absorb(layer) if folded else None
+        if merged is None:
+            folded.append(layer)
+        else:
+            folded[-1] = merged
+    return folded
 
 
 # --- what the compaction hooks receive and return ----------------------------------------------

@@ -15,6 +15,7 @@ import uuid
 
 import numpy as np
 
+from lottery_tf.export import ir
 from lottery_tf.export import storage as kernel_storage
 from lottery_tf.export.ir import tf_module as _tf
 
@@ -129,7 +130,7 @@ def _recipe(pools, name, array, kernel_format):
         parts = {key: pools.add(_POOL_OF[key], value) for key, value in encoded.items()}
         return kernel_format, parts, array.shape
     if _is_index(array):
-        small = array.size == 0 or array.max() <= np.iinfo(np.uint16).max
+        small = array.size == 0 or (array.min() >= 0 and array.max() <= np.iinfo(np.uint16).max)
         return "index", {"kernel": pools.add("u16" if small else "ints", array)}, array.shape
     return "dense", {"kernel": pools.add("floats", array)}, array.shape
 
@@ -167,11 +168,11 @@ def serving_module(network, storage="auto", constants=False, check_range=False):
     module = tf.Module(name="ticket")
     formats = kernel_storage.storage_formats(network, storage)
     packed = not constants and any(f != "dense" for f in formats.values())
-    getters = []
+    getters = {}  # layer name -> {array name -> getter}, for every layer and those it holds
     if packed:
         pools, runtime = _Pools(), []
         module.runtime = {}
-        for layer in network.layers:
+        for layer in ir.walk(network.layers):
             tensors = {}
             for name, array in layer.arrays().items():
                 recipe = _recipe(pools, name, array, formats.get(layer.name))
@@ -182,13 +183,13 @@ def serving_module(network, storage="auto", constants=False, check_range=False):
                 module.runtime[f"{layer.name}/{name}"] = variable
                 runtime.append((variable, recipe))
                 tensors[name] = _shaped_reader(variable, array.shape)
-            getters.append(tensors)
+            getters[layer.name] = tensors
         module.storage = {kind: tf.Variable(array, trainable=False, name=kind)
                           for kind, array in pools.arrays().items()}
         module.loader = _loader_class()(module.storage, pools.sizes(), runtime)
     else:
         module.weights = {}
-        for layer in network.layers:
+        for layer in ir.walk(network.layers):
             tensors = {}
             for name, array in layer.arrays().items():
                 if constants:
@@ -197,8 +198,8 @@ def serving_module(network, storage="auto", constants=False, check_range=False):
                     variable = tf.Variable(array, trainable=False, name=f"{layer.name}/{name}")
                     module.weights[f"{layer.name}/{name}"] = variable
                     tensors[name] = variable.value
-            getters.append(tensors)
-    calls = [layer.tf_call(tensors) for layer, tensors in zip(network.layers, getters)]
+            getters[layer.name] = tensors
+    calls = [layer.tf_build(getters) for layer in network.layers]
     spec = tf.TensorSpec([None, *network.input_shape], tf.float32, name="image")
 
     @tf.function(input_signature=[spec])

@@ -10,6 +10,8 @@ TensorFlow when the model loads; `decode` here is the numpy reference.
 
 import numpy as np
 
+from lottery_tf.export import ir
+
 STORAGE_FORMATS = ("dense", "bitmask", "delta")
 _MAX_GAP = int(np.iinfo(np.uint16).max)
 
@@ -89,7 +91,7 @@ def decode(arrays, fmt, shape):
 def storage_formats(network, storage="auto"):
     """Layer name -> kernel storage format ('auto': the smallest per kernel)."""
     formats = {}
-    for layer in network.layers:
+    for layer in ir.walk(network.layers):
         kernel = layer.stored_kernel()
         if kernel is not None:
             formats[layer.name] = choose_storage(kernel) if storage == "auto" else storage

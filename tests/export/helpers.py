@@ -136,3 +136,30 @@ def random_images(n, shape=LENET_SHAPE, seed=7):
 def class_tmp(name):
     """A temp dir for a whole test class (setUpClass has no self.get_temp_dir())."""
     return tempfile.mkdtemp(prefix=f"test_export_{name}_")
+
+
+def random_ticket_weights(model, masks, seed):
+    """Every weight of `model` (keyed as weights.npz keys them), random: kernels
+    zero where masked and scaled to keep activations O(1), batch norms with
+    non-trivial gamma, beta and moving statistics (so folding them is tested)."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for variable in model.weights:
+        key = variable.name.split(":")[0]
+        layer, kind = key.rsplit("/", 1)
+        shape = tuple(variable.shape)
+        if kind == "mask":
+            continue
+        if kind == "kernel":
+            live_fan_in = np.prod(shape[:-1]) * masks[layer].mean()
+            value = rng.normal(0, 1.0 / np.sqrt(max(live_fan_in, 1.0)), shape) * masks[layer]
+        elif kind == "gamma":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif kind == "moving_variance":
+            value = rng.uniform(0.3, 2.0, shape)
+        elif kind in ("beta", "moving_mean"):
+            value = rng.normal(0, 0.3, shape)
+        else:  # biases
+            value = rng.normal(0, 0.1, shape)
+        weights[key] = value.astype(np.float32)
+    return weights

@@ -121,7 +121,9 @@ class LayerTypeIsOneClassTest(tf.test.TestCase):
         self.assertEqual(status, 2, err)
         self.assertIn("layer 'scale' (ScaleLayer) is not supported by export: unknown layer "
                       "type (supported: InputLayer, Flatten, (Masked)Dense, (Masked)Conv2D, "
-                      "MaxPool2D in a chain)", err)
+                      "MaxPool2D, BatchNormalization, ReLU, Activation, Dropout, "
+                      "GlobalAveragePooling2D, Add; a chain of them, in which a tensor may fork "
+                      "into branches that meet again at an Add)", err)
 
         ir.register(Scale)  # the whole extension: one class, one registration
         ticket = export.load_ticket(run_dir, "0")

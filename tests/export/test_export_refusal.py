@@ -18,11 +18,11 @@ from lottery_tf.nn import models
 from lottery_tf.nn.layers import MaskedDense, masked_layers
 
 
-def _bn_model(name, input_shape, num_classes, seed):
+def _ln_model(name, input_shape, num_classes, seed):
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Flatten(name="flatten")(inputs)
     x = MaskedDense(32, activation="relu", name="fc1")(x)
-    x = keras.layers.BatchNormalization(name="fc1_bn")(x)
+    x = keras.layers.LayerNormalization(name="fc1_ln")(x)
     logits = MaskedDense(num_classes, pruning_group="output", name="output")(x)
     return keras.Model(inputs, logits, name=name)
 
@@ -136,24 +136,24 @@ class RefusalTest(tf.test.TestCase):
         self.assertEqual(os.listdir(out), [])
 
     def test_unsupported_layer_is_named(self):
-        run_dir = os.path.join(self.get_temp_dir(), "bn_run")
+        run_dir = os.path.join(self.get_temp_dir(), "ln_run")
         real_build = models.build
 
         def build(name, *args):
-            return _bn_model(name, *args) if name == "bn_net" else real_build(name, *args)
+            return _ln_model(name, *args) if name == "ln_net" else real_build(name, *args)
 
         with mock.patch.object(models, "build", build):
-            model = build("bn_net", LENET_SHAPE, 10, 0)
+            model = build("ln_net", LENET_SHAPE, 10, 0)
             masks = {layer.name: np.ones(layer.kernel.shape, np.float32)
                      for layer in masked_layers(model)}
             weights = {v.name.split(":")[0]: v.numpy() for v in model.weights
                        if not v.name.split(":")[0].endswith("/mask")}
-            write_run(run_dir, "bn_net", rounds={0: (masks, weights)})
+            write_run(run_dir, "ln_net", rounds={0: (masks, weights)})
             status, out, err = run_export([f"--run={run_dir}", "--round=0",
-                                           f"--output={os.path.join(self.parent, 'bn')}"])
+                                           f"--output={os.path.join(self.parent, 'ln')}"])
         self.assertEqual(status, 2, err)
         self.assertEqual(err.count("\n"), 1, err)
-        self.assertIn("layer 'fc1_bn' (BatchNormalization) is not supported by export", err)
+        self.assertIn("layer 'fc1_ln' (LayerNormalization) is not supported by export", err)
         self.assertFalse(os.path.exists(self.parent))
 
     def test_default_output_and_best_round(self):

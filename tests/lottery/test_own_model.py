@@ -62,13 +62,12 @@ class CommandLineTest(tf.test.TestCase):
         for name, mask in masks.items():
             self.assertLess(mask.mean(), 1.0)
             self.assertAllEqual(weights[f"{name}/kernel"][mask == 0], np.zeros(int((mask == 0).sum())))
-        # Batch norm is not an export layer type yet: one line naming it, nothing written.
-        status, _, err = run_cli(["export", f"--run={killed}", "--round=last",
-                                  f"--output={os.path.join(tmp, 'export')}"])
-        self.assertEqual(status, 2)
-        self.assertEqual(err.count("\n"), 1, err)
-        self.assertIn("layer 'stem_bn' (BatchNormalization) is not supported by export", err)
-        self.assertFalse(os.path.exists(os.path.join(tmp, "export")))
+        # Batch norm folded, the residual Add compacted, dropout dropped: exported and verified.
+        status, out, err = run_cli(["export", f"--run={killed}", "--round=last",
+                                    f"--output={os.path.join(tmp, 'export')}"])
+        self.assertEqual(status, 0, err)
+        self.assertIn("verified on 40 own_fixtures:blobs test images + 64 random images", out)
+        self.assertIn("class ids identical", out)
 
     def test_branch_and_verified_export_of_an_import_path_run(self):
         tmp = self.get_temp_dir()
