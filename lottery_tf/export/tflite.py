@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from lottery_tf import quiet
-from lottery_tf.export import layers as ir_layers, serving
+from lottery_tf.export import serving
 from lottery_tf.export.ir import tf_module as _tf
 
 TFLITE_FILE = "model.tflite"
@@ -60,22 +60,26 @@ def _convert(network, quantize=False, sparse=False, calibration=None):
 
 
 def pad_inputs(network, size):
-    """`network` with every Dense layer after a Dense layer reading a multiple of `size` inputs.
+    """`network` with each fully-connected layer after another one reading whole `size` blocks.
 
     TFLite's sparse encoder (TF 2.21) silently drops the short last block of
     each row when the input size is not a multiple of the block (measured: a
     300-input layer in 1x16 blocks lost inputs 288-299), so the layer before
     gets zero units (kernel columns and bias) and this one zero rows. Exact:
-    only zero weights read the added units.
+    only zero weights read the added units. (Fully connected: a 2-D [in, out]
+    stored kernel, with a `bias`.)
     """
     found = list(network.layers)
     for i in range(1, len(found)):
         before, layer = found[i - 1], found[i]
-        pad = -layer.kernel.shape[0] % size if isinstance(layer, ir_layers.Dense) else 0
-        if pad and isinstance(before, ir_layers.Dense):
-            found[i - 1] = dataclasses.replace(before, kernel=np.pad(before.kernel, [(0, 0), (0, pad)]),
+        kernel, previous = layer.stored_kernel(), before.stored_kernel()
+        if kernel is None or previous is None or kernel.ndim != 2 or previous.ndim != 2:
+            continue
+        pad = -kernel.shape[0] % size
+        if pad:
+            found[i - 1] = dataclasses.replace(before, kernel=np.pad(previous, [(0, 0), (0, pad)]),
                                                bias=np.pad(before.bias, (0, pad)))
-            found[i] = dataclasses.replace(layer, kernel=np.pad(layer.kernel, [(0, pad), (0, 0)]))
+            found[i] = dataclasses.replace(layer, kernel=np.pad(kernel, [(0, pad), (0, 0)]))
     return dataclasses.replace(network, layers=found)
 
 
