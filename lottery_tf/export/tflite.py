@@ -38,13 +38,21 @@ def convert_tflite(network, quantize, calibration=None):
         int8 weights).
     """
     if not quantize:
-        return _convert(network, sparse=True)
+        return convert(network, sparse=True)
     if calibration is None:
-        return _convert(network, quantize=True)
-    return _convert(network, quantize=True, sparse=True, calibration=calibration)
+        return convert(network, quantize=True)
+    return convert(network, quantize=True, sparse=True, calibration=calibration)
 
 
-def _convert(network, quantize=False, sparse=False, calibration=None):
+def convert(network, quantize=False, sparse=False, calibration=None):
+    """The converter at given settings, without `convert_tflite`'s choices (benchmarks).
+
+    Args:
+      network: an `ir.Network`.
+      quantize: int8 weights (`tf.lite.Optimize.DEFAULT`).
+      sparse: `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`.
+      calibration: images for full-integer quantization, or None.
+    """
     tf = _tf()
     module, serve = serving.serving_module(network, storage="dense", constants=True)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(

@@ -177,3 +177,14 @@ class BlockRunTest(tf.test.TestCase):
         # 1000 -> 700, then 210 = 52.5 blocks to prune: the tie goes to the fewer, 52 (208 weights).
         self.assertEqual(int(last["output"].sum()), 492)
         self.assertNotEqual(Config(block="1x4").hyperparameter_hash(), Config().hyperparameter_hash())
+
+    def test_a_block_run_is_its_own_report_series(self):
+        from lottery_tf.lottery import branches
+
+        self.assertEqual(branches.main_line_series({}), "imp")
+        self.assertEqual(branches.main_line_series({"block": "1x4"}), "imp:1x4 blocks")
+        self.assertEqual(branches.main_line_series({"criterion": "movement", "block": "1x16"}),
+                         "imp:movement, 1x16 blocks")
+        self.assertEqual(branches.BRANCHES.get("random_reinit").series({}, {"block": "1x4"}),
+                         "random_reinit:1x4 blocks")
+        self.assertEqual(branches.series_label("imp:1x4 blocks"), "IMP (winning tickets): 1x4 blocks")
