@@ -42,7 +42,7 @@ class RuntimeBenchReportTest(tf.test.TestCase):
         runtime_bench.write_doc(path, ["| b |"])
         with open(path) as f:
             text = f.read()
-        self.assertEqual(text, "# Title\n\nbefore\n\n" + runtime_bench.BEGIN + "\n| b |\n"
+        self.assertEqual(text, "# Title\n\nbefore\n\n" + runtime_bench.BEGIN + "\n\n| b |\n\n"
                          + runtime_bench.END + "\n\nafter\n")
 
     def test_runs_must_name_every_block_shape(self):
