@@ -124,6 +124,18 @@ class BlockCountsTest(tf.test.TestCase):
                         alive[name] = int(mask.sum())
                     masks = new
 
+    def test_rescoring_criteria_prune_blocks_on_their_schedule(self):
+        # SynFlow-style: `iterated` re-scores between steps; the global pool survives blockwise.
+        rng = np.random.default_rng(2)
+        masks = {"a": np.ones((64, 8), np.float32), "b": np.ones((32, 4), np.float32)}
+        fixed = {n: rng.random(m.shape) for n, m in masks.items()}
+        select = blocks.blockwise(selection.SCOPES.get("global"), 4)
+        self.assertTrue(select.pooled)
+        new = selection.iterated(select, lambda current: fixed, masks, {"a": 0.5, "b": 0.5}, 3)
+        self.assertEqual(sum(int(m.sum()) for m in new.values()), 320)  # 640 -> 320, whole blocks
+        for name, mask in new.items():
+            self.assertTrue(blocks.aligned(mask, 4), name)
+
     def test_none_is_the_unstructured_selection(self):
         rng = np.random.default_rng(11)
         kernels = {"fc": rng.normal(size=(40, 12)).astype(np.float32),
