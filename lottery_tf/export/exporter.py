@@ -183,7 +183,10 @@ def _report(info, reports, output, progress):
                                        f"({sparsity['layers'][r.name]['storage']})" for r in reports))
     v = info["verification"]
     line = f"verified on {v['probe']}: max |logit diff| {v['max_abs_logit_diff']:.2g}"
-    if v["class_ids_differing_random"]:
+    if v["class_ids_differing_dataset"]:  # (quantized, within --quantized_min_agreement)
+        line += (f", {v['class_ids_differing_dataset']} dataset and "
+                 f"{v['class_ids_differing_random']} random images changed class")
+    elif v["class_ids_differing_random"]:
         line += (f", class ids identical on the dataset images, "
                  f"{v['class_ids_differing_random']} random images flipped")
     else:
