@@ -132,6 +132,10 @@ class Config:
     criterion: str = hyperparameter(
         "magnitude", "Pruning criterion, what scores the weights: {choices}.",
         choices="lottery_tf.pruning.criteria:CRITERIA", since="0.2")
+    block: str = hyperparameter(
+        "none", "Prune whole blocks: {choices} (1x4: 4 consecutive inputs of one unit, the "
+        "layout of TFLite's sparse float kernel; 1x16: its int8 one; none: single weights). "
+        "Rates still count weights.", choices="lottery_tf.pruning.blocks:BLOCKS", since="0.2")
     synflow_iterations: int = hyperparameter(
         100, "Scoring steps of --criterion=synflow (exponential schedule; Tanaka et al. 2020).",
         check=at_least(1), since="0.2")

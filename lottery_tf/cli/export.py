@@ -55,7 +55,9 @@ class ExportCommand(app.Command):
         flags.DEFINE_string("format", "saved_model", "saved_model or tflite.", flag_values=fv)
         flags.DEFINE_boolean(
             "quantize", False,
-            "With --format=tflite: dynamic-range quantization (int8 weights).", flag_values=fv)
+            "With --format=tflite: int8 weights; dynamic-range quantization, or for a ticket "
+            "pruned with --block full-integer quantization with sparse 1x16 int8 weights "
+            "(calibrated on the probe's dataset images).", flag_values=fv)
         flags.DEFINE_boolean("overwrite", False, "Replace an existing export at --output.",
                              flag_values=fv)
         flags.DEFINE_string(

@@ -25,6 +25,10 @@ from lottery_tf.export import probe as probes
 
 FORMATS = ("saved_model", "tflite")
 
+# Full-integer quantization (--quantize of a --block ticket) calibrates its
+# activation ranges on this many of the probe's dataset images.
+CALIBRATION_IMAGES = 200
+
 
 def check_format(fmt, quantize, check_input_range=False):
     """Refuses a format this export does not write, or options it does not take."""
@@ -46,7 +50,9 @@ def export(ticket, output, fmt="saved_model", quantize=False, overwrite=False,
       ticket: a `Ticket` (see `load_ticket`).
       output: the export directory to create.
       fmt: 'saved_model' or 'tflite'.
-      quantize: dynamic-range quantization (TFLite only).
+      quantize: int8 weights (TFLite only): dynamic range (dense int8 weights), or
+        for a --block ticket full integer (sparse 1x16 int8 weights; see
+        `tflite.convert_tflite`).
       overwrite: replace an existing export at `output`.
       probe: the `Probe` to verify on (None: 64 random images).
       progress: called with each line of the report.
@@ -73,6 +79,8 @@ def export(ticket, output, fmt="saved_model", quantize=False, overwrite=False,
         raise errors.LotteryError(verify.QUANTIZE_NEEDS_DATASET)
     reference = model(probe.images, training=False).numpy()
     storages = storage.storage_formats(compact)
+    if fmt == "tflite" and block_structured(ticket):
+        compact = tflite.pad_inputs(network, 16)  # see `block_structured`
     try:
         info = _write(ticket, output, fmt, quantize, overwrite, probe, compact, reports,
                       storages, reference, quantized_min_agreement, check_input_range)
@@ -84,6 +92,17 @@ def export(ticket, output, fmt="saved_model", quantize=False, overwrite=False,
         raise errors.LotteryError(f"writing {output} failed: {first}; nothing written") from None
     _report(info, reports, output, progress)
     return info
+
+
+def block_structured(ticket):
+    """Whether `ticket` was pruned in blocks (--block): its TFLite export is not compacted.
+
+    Removing a dead unit removes a row of the next kernel and shifts the block
+    grid of every row after it, so the converter would find no blocks; TFLite's
+    sparse kernel skips empty blocks (dead units' among them) anyway. Input
+    sizes are padded to whole 1x16 blocks instead (`tflite.pad_inputs`).
+    """
+    return ticket.config.get("block", "none") != "none"
 
 
 def _tf_errors():
@@ -106,10 +125,19 @@ def _write(ticket, output, fmt, quantize, overwrite, probe, compact, reports, st
             ticket_path = os.path.join(tmp, "assets", ticket_json.TICKET_FILE)
             os.makedirs(os.path.dirname(ticket_path), exist_ok=True)
         else:
-            storages = dict.fromkeys(storages, "tflite int8" if quantize else "tflite sparse")
             model_path = os.path.join(tmp, tflite.TFLITE_FILE)
+            calibration = (probe.images[:min(probe.real, CALIBRATION_IMAGES)]
+                           if quantize and block_structured(ticket) else None)
+            model_bytes = tflite.convert_tflite(compact, quantize, calibration)
             with open(model_path, "wb") as f:
-                f.write(tflite.convert_tflite(compact, quantize))
+                f.write(model_bytes)
+            encodings = tflite.weight_encodings(model_bytes, compact)
+            lost = [name for name, e in encodings.items() if e.get("holds_every_weight") is False]
+            if lost and not quantize:  # (int8: a block may legitimately quantize to zeros)
+                raise errors.LotteryError(
+                    f"TFLite's converter left out weights of {', '.join(lost)} from its sparse "
+                    "encoding; nothing written")
+            storages = {name: tflite.describe(encodings.get(name)) for name in storages}
             outputs = tflite.run_tflite(model_path, probe.images)
             what = "the quantized TFLite model" if quantize else "the TFLite model"
             verification = verify.verify(reference, outputs, probe, what, quantized=quantize,
@@ -120,6 +148,15 @@ def _write(ticket, output, fmt, quantize, overwrite, probe, compact, reports, st
         sizes["export_without_ticket_json"] = placement.tree_bytes(tmp)
         info = ticket_json.ticket_json(ticket, fmt, quantize, reports, storages, verification,
                                        sizes, check_input_range)
+        if fmt == "tflite":
+            info["sparsity"]["block"] = ticket.config.get("block", "none")
+            info["sparsity"]["compacted"] = not block_structured(ticket)
+            if calibration is not None:
+                info["format"] = "tflite_full_integer_quantized"
+                info["quantization"] = {"calibration": f"the first {len(calibration)} "
+                                        "dataset images of the probe batch"}
+            for name, encoding in encodings.items():
+                info["sparsity"]["layers"][name]["tflite_weights"] = encoding
         ticket_json.write(ticket_path, info)
         placement.place(tmp, output, overwrite)
     return info
@@ -138,10 +175,18 @@ def _report(info, reports, output, progress):
         note = f", {dead} dead inputs as zero rows" if dead else ""
         parts.append(f"{r.name} {r.inputs}x{r.units} -> {r.inputs_kept}x{r.units_kept} "
                      f"({kept_as}{note})")
-    progress("compaction: " + "; ".join(parts))
+    if sparsity.get("compacted", True):
+        progress("compaction: " + "; ".join(parts))
+    else:
+        progress(f"not compacted (--block={sparsity['block']}: compaction would shift the block "
+                 "grid): " + "; ".join(f"{r.name} {r.inputs}x{r.units} "
+                                       f"({sparsity['layers'][r.name]['storage']})" for r in reports))
     v = info["verification"]
     line = f"verified on {v['probe']}: max |logit diff| {v['max_abs_logit_diff']:.2g}"
-    if v["class_ids_differing_random"]:
+    if v["class_ids_differing_dataset"]:  # (quantized, within --quantized_min_agreement)
+        line += (f", {v['class_ids_differing_dataset']} dataset and "
+                 f"{v['class_ids_differing_random']} random images changed class")
+    elif v["class_ids_differing_random"]:
         line += (f", class ids identical on the dataset images, "
                  f"{v['class_ids_differing_random']} random images flipped")
     else:

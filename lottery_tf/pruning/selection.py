@@ -20,42 +20,76 @@ def count_to_prune(fraction, alive):
     return int(np.floor(fraction * alive + 0.5))
 
 
-def prune_lowest(scores, mask, fraction):
+def units_to_prune(fraction, weights):
+    """How many units to prune, lowest-scoring first, when each unit holds several weights.
+
+    The count is of weights: round-half-up(fraction * live weights), as
+    `count_to_prune`. Units (blocks) are taken in pruning order while that
+    brings the pruned weights closer to the count; a tie (the count halfway
+    between two cumulative sums) takes the fewer units. So a count that is not
+    a multiple of the block size misses by at most half a block.
+
+    Args:
+      fraction: the fraction of the live weights to remove.
+      weights: live weights per unit, in the order they would be pruned.
+    """
+    k = count_to_prune(fraction, int(weights.sum()))
+    reached = np.concatenate([[0], np.cumsum(weights)])
+    return int(np.argmin(np.abs(reached - k)))  # the first (fewest) of equally close
+
+
+def prune_lowest(scores, mask, fraction, weights=None):
     """Removes the lowest-scoring `fraction` of the weights alive in `mask`.
 
     Ties in score are broken by flat (C-order) index: the lower index is
     pruned first, so the result never depends on the sort implementation.
     Returns a new float mask of the same shape and dtype as `mask`.
+
+    Args:
+      scores, mask: arrays of one shape; each entry a weight, or a block of
+        weights (`blocks.pool`).
+      fraction: the fraction of the live weights to remove.
+      weights: None (each entry one weight), or the live weights of each
+        entry (`units_to_prune` says how many entries that is).
     """
     if scores.shape != mask.shape:
         raise ValueError(f"scores {scores.shape} and mask {mask.shape} differ")
     flat_mask = mask.reshape(-1)
     alive = np.flatnonzero(flat_mask)
-    k = count_to_prune(fraction, alive.size)
     new_mask = flat_mask.copy()
-    if k:
-        alive_scores = scores.reshape(-1)[alive]
-        new_mask[alive[np.argsort(alive_scores, kind="stable")[:k]]] = 0
+    if weights is None:
+        k = count_to_prune(fraction, alive.size)
+        if k:
+            alive_scores = scores.reshape(-1)[alive]
+            new_mask[alive[np.argsort(alive_scores, kind="stable")[:k]]] = 0
+    else:
+        order = alive[np.argsort(scores.reshape(-1)[alive], kind="stable")]
+        new_mask[order[:units_to_prune(fraction, weights.reshape(-1)[order])]] = 0
     return new_mask.reshape(mask.shape)
 
 
 @SCOPES.register("layerwise")
-def layerwise(scores, masks, fractions):
-    """Each layer loses `fractions[name]` of its surviving weights (paper)."""
+def layerwise(scores, masks, fractions, weights=None):
+    """Each layer loses `fractions[name]` of its surviving weights (paper).
+
+    `weights`: None, or layer name -> live weights per entry, when the
+    entries are blocks (`prune_lowest`).
+    """
     return {
-        name: prune_lowest(scores[name], masks[name], fractions[name])
+        name: prune_lowest(scores[name], masks[name], fractions[name],
+                           None if weights is None else weights[name])
         for name in masks
     }
 
 
 @SCOPES.register("global")
-def global_(scores, masks, fractions):
+def global_(scores, masks, fractions, weights=None):
     """One score threshold across every layer with a nonzero fraction.
 
     The layers pruned together must share one fraction (the global rate);
     layers with fraction 0 are left alone. Survivors of all included layers
     are ranked together by score; ties go by layer order (as in `masks`)
-    and then by flat index.
+    and then by flat index. `weights`: as for `layerwise`.
     """
     included = [name for name in masks if fractions[name] > 0]
     rates = {fractions[name] for name in included}
@@ -70,9 +104,14 @@ def global_(scores, masks, fractions):
     )
     owner = np.concatenate([np.full(idx.size, i) for i, idx in enumerate(alive)])
     position = np.concatenate(alive)
-    k = count_to_prune(rates.pop(), ranked.size)
     # Stable sort over (layer order, flat index) order breaks ties as documented.
-    chosen = np.argsort(ranked, kind="stable")[:k]
+    order = np.argsort(ranked, kind="stable")
+    if weights is None:
+        k = count_to_prune(rates.pop(), ranked.size)
+    else:
+        live = np.concatenate([weights[name].reshape(-1)[idx] for name, idx in zip(included, alive)])
+        k = units_to_prune(rates.pop(), live[order])
+    chosen = order[:k]
     for i, name in enumerate(included):
         new_masks[name].reshape(-1)[position[chosen[owner[chosen] == i]]] = 0
     return new_masks

@@ -104,10 +104,19 @@ def series_label(key):
     return f"{label}: {detail}" if detail else label
 
 
-def main_line_series(run_config):
-    """The main line's series: "imp", or "imp:CRITERION" when not magnitude."""
+def pruning_detail(run_config):
+    """How a run's masks were chosen, beyond the paper's: "", "movement", "1x4 blocks",
+    "movement, 1x4 blocks" (its series in reports differ by it)."""
     criterion = run_config.get("criterion", "magnitude")
-    return "imp" if criterion == "magnitude" else f"imp:{criterion}"
+    block = run_config.get("block", "none")
+    return ", ".join(([criterion] if criterion != "magnitude" else [])
+                     + ([f"{block} blocks"] if block != "none" else []))
+
+
+def main_line_series(run_config):
+    """The main line's series: "imp", or "imp:DETAIL" (`pruning_detail`)."""
+    detail = pruning_detail(run_config)
+    return f"imp:{detail}" if detail else "imp"
 
 
 # Built-in branches register themselves on import, in their report order.

@@ -94,12 +94,15 @@ class Branch:
     def series(cls, info, run_config):
         """Its series in reports: "kind", or "kind:detail" when entries differ by more.
 
-        By default the run's criterion, when not magnitude (the masks come from
-        it). `info` is what branch.json records; `run_config` the run's config.
+        By default the run's criterion, when not magnitude, and its --block
+        (the masks come from them). `info` is what branch.json records;
+        `run_config` the run's config.
         """
+        from lottery_tf.lottery.branches import pruning_detail
+
         del info
-        criterion = run_config.get("criterion", "magnitude")
-        return cls.kind if criterion == "magnitude" else f"{cls.kind}:{criterion}"
+        detail = pruning_detail(run_config)
+        return f"{cls.kind}:{detail}" if detail else cls.kind
 
     def model_seed(self):
         """The initializer seed of the branch's model; None for the run's."""
