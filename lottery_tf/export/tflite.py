@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from lottery_tf import quiet
-from lottery_tf.export import serving
+from lottery_tf.export import ir, serving
 from lottery_tf.export.ir import tf_module as _tf
 
 TFLITE_FILE = "model.tflite"
@@ -118,7 +118,8 @@ def weight_encodings(model_bytes, network):
 
     producers = {int(out): op for op in graph.operators for out in op.outputs}
     weighted = [op for op in graph.operators if opcode(op) in (ops.FULLY_CONNECTED, ops.CONV_2D)]
-    layers = [layer for layer in network.layers if layer.stored_kernel() is not None]
+    # Residual blocks hold their convolutions: walk into them (graph order checked by shape below).
+    layers = [layer for layer in ir.walk(network.layers) if layer.stored_kernel() is not None]
     if len(weighted) != len(layers):
         return {}
     result = {}
