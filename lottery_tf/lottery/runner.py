@@ -20,7 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lottery_tf import errors, sources
-from lottery_tf.lottery import storage, tensorboard
+from lottery_tf.lottery import cost, storage, tensorboard
 from lottery_tf.lottery.run_dir import RunDir
 from lottery_tf.lottery.storage import is_recorded, read_arrays, read_json, write_arrays, write_json
 from lottery_tf.nn import models, own_models
@@ -203,6 +203,7 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
         raise errors.Interrupted(f"iteration {step}") from None
     metrics = {
         "iterations": experiment.iterations,
+        "train_iterations": curve[-1]["iteration"],
         **remaining(masks),
         **training.summarize_curve(curve),
         "wall_time_s": wall,
@@ -341,11 +342,12 @@ def _rounds(experiment, run_dir, progress):
     results = []
     for r in range(config.rounds):
         saved = run_dir.round_complete(r)
+        before = results[-1] if results else None
         if saved:
-            metrics = run_dir.read_metrics(r)
+            metrics = cost.filled(run_dir.read_metrics(r), before)
         else:
             try:
-                metrics = _main_round(experiment, run_dir, r, theta0, progress)
+                metrics = _main_round(experiment, run_dir, r, theta0, before, progress)
             except training.Diverged as e:
                 raise errors.LotteryError(
                     f"round {r} diverged: {e}; rounds before it are intact. Change the "
@@ -398,7 +400,8 @@ def _theta0(run_dir, experiment):
     return theta0
 
 
-def _main_round(experiment, run_dir, r, theta0, progress=print):
+def _main_round(experiment, run_dir, r, theta0, before=None, progress=print):
+    """Trains round r; `before` is round r - 1's metrics (its cost is carried on)."""
     config = experiment.config
     if r == 0:
         masks = dense_masks(experiment)
@@ -415,6 +418,7 @@ def _main_round(experiment, run_dir, r, theta0, progress=print):
         entry=run_dir.round(r),
     )
     metrics = {"round": r, **result.metrics}
+    metrics.update(cost.fields(metrics, before))
     if result.snapshot is not None:
         write_arrays(run_dir.rewind_path, result.snapshot)
     run_dir.save_round(r, result.weights, metrics, next_masks=result.next_masks)
@@ -500,6 +504,10 @@ def summary_row(metrics, key="round"):
         "final_test_accuracy": f"{metrics['final_test_accuracy']:.6f}",
         "wall_time_s": f"{metrics['wall_time_s']:.2f}",
     }
+    if "cumulative_iterations" in metrics:
+        row["train_iterations"] = metrics["train_iterations"]
+        row["cumulative_iterations"] = metrics["cumulative_iterations"]
+        row["cumulative_wall_time_s"] = f"{metrics['cumulative_wall_time_s']:.2f}"
     for name, pct in metrics["remaining_pct_by_layer"].items():
         row[f"remaining_pct/{name}"] = f"{pct:.4f}"
     return row

@@ -6,7 +6,8 @@ import os
 
 from lottery_tf.lottery import branches
 
-METRICS = ("remaining_pct", "early_stop_test_accuracy", "final_test_accuracy", "early_stop_iteration")
+METRICS = ("remaining_pct", "early_stop_test_accuracy", "final_test_accuracy", "early_stop_iteration",
+           "cumulative_iterations")
 
 
 def stats(values):
@@ -43,8 +44,8 @@ def write_tables(rows, report_dir):
         f.write(text.getvalue())
     lines = [
         "| series | level | trials | % remaining | test acc @ early stop (min–max) | "
-        "test acc @ end (min–max) | early-stop iteration (min–max) |",
-        "| --- | --- | ---: | ---: | --- | --- | --- |",
+        "test acc @ end (min–max) | early-stop iteration (min–max) | iterations from θ0 |",
+        "| --- | --- | ---: | ---: | --- | --- | --- | ---: |",
     ]
     for row in rows:
         lines.append(
@@ -54,7 +55,7 @@ def write_tables(rows, report_dir):
             f"{100 * row['final_test_accuracy']:.2f} ({100 * row['final_test_accuracy_min']:.2f}–"
             f"{100 * row['final_test_accuracy_max']:.2f}) | "
             f"{row['early_stop_iteration']:.0f} ({row['early_stop_iteration_min']:.0f}–"
-            f"{row['early_stop_iteration_max']:.0f}) |"
+            f"{row['early_stop_iteration_max']:.0f}) | {row['cumulative_iterations']:.0f} |"
         )
     with open(os.path.join(report_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

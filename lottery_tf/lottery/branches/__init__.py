@@ -101,10 +101,27 @@ def series_label(key):
     return f"{label}: {detail}" if detail else label
 
 
+SEARCH = "early-bird search"
+
+
 def main_line_series(run_config):
-    """The main line's series: "imp", or "imp:CRITERION" when not magnitude."""
+    """The main line's series: "imp", or "imp:DETAILS" naming what differs from the
+    paper's method: the criterion when not magnitude, the reset mode when it
+    keeps the trained weights (lr_rewind, finetune), and Early-Bird search rounds."""
+    details = []
     criterion = run_config.get("criterion", "magnitude")
-    return "imp" if criterion == "magnitude" else f"imp:{criterion}"
+    if criterion != "magnitude":
+        details.append(criterion)
+    if run_config.get("reset", "theta0") in ("lr_rewind", "finetune"):
+        details.append(run_config["reset"])
+    if run_config.get("early_bird"):
+        details.append(f"{SEARCH} {run_config['early_bird']}")
+    return "imp:" + ", ".join(details) if details else "imp"
+
+
+def is_search_series(key):
+    """Whether series `key` is made of Early-Bird search rounds (stopped early: no tickets)."""
+    return SEARCH in key
 
 
 # Built-in branches register themselves on import, in their report order.
