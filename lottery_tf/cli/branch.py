@@ -5,6 +5,7 @@
     lottery-tf branch --run_dir=runs/x --branch=one_shot --targets=0.5,0.8,0.9,0.964
     lottery-tf branch --run_dir=runs/x --branch=at_init --branch_criterion=snip [--ablation=shuffle]
     lottery-tf branch --run_dir=runs/x --branch=tfmot_gradual
+    lottery-tf branch --run_dir=runs/x --branch=final            # an Early-Bird run's ticket, in full
     lottery-tf branch --run_dir=runs/x --branch=random_pruning --branch_rounds=1,2,3 --entry_index=$I
 """
 

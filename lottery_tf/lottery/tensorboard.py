@@ -39,4 +39,7 @@ def write_round(directory, metrics, step=None, name=None):
         for point in metrics["curve"]:
             for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy"):
                 tf.summary.scalar(f"curve/{key}", point[key], step=point["iteration"])
+        for point in (metrics.get("early_bird") or {}).get("distances", []):
+            for norm in ("pruned", "all"):
+                tf.summary.scalar(f"early_bird/mask_distance_{norm}", point[norm], step=point["iteration"])
     writer.close()

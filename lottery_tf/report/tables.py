@@ -7,7 +7,7 @@ import os
 from lottery_tf.lottery import branches
 
 METRICS = ("remaining_pct", "early_stop_test_accuracy", "final_test_accuracy", "early_stop_iteration",
-           "cumulative_iterations")
+           "cumulative_iterations", "cumulative_wall_time_s")
 
 
 def stats(values):

@@ -10,6 +10,8 @@ Each control is one file here, a `base.Branch` subclass registered in
                   with the shuffle / reinit / invert ablations
   tfmot_gradual   the dense θ0 network trained with tfmot's gradual magnitude
                   pruning to each round's per-layer sparsities
+  final           an Early-Bird run's ticket: its last mask trained for the
+                  full round (the run's own last step, see runner.py)
 """
 
 import dataclasses
@@ -130,3 +132,4 @@ from lottery_tf.lottery.branches import random_pruning  # noqa: E402,F401
 from lottery_tf.lottery.branches import one_shot  # noqa: E402,F401
 from lottery_tf.lottery.branches import at_init  # noqa: E402,F401
 from lottery_tf.lottery.branches import tfmot_gradual  # noqa: E402,F401
+from lottery_tf.lottery.branches import final  # noqa: E402,F401

@@ -137,18 +137,20 @@ class Branch:
 
     # --- The loop ---------------------------------------------------------------------
 
-    def run(self, branch_dir, dataset=None, progress=print, entry_index=None):
+    def run(self, branch_dir, dataset=None, progress=print, entry_index=None, experiment=None):
         """Trains (or resumes) every entry, or only the `entry_index`-th of
         `keys()` (in a job array, beside processes training others); returns
-        their metrics in order."""
+        their metrics in order. `experiment`: one already set up for this
+        branch's config and model seed, to train in (else one is set up)."""
         every = self.keys()
         keys = every if entry_index is None else [every[entry_index]]
         with branch_dir.updating():
             branch_dir.write_info(self.info())
         todo = [k for k in keys if not branch_dir.entry(self.entry_name(k)).complete()]
-        experiment = start = None
+        start = None
         if todo:
-            experiment = runner.setup(self.config, dataset, model_seed=self.model_seed())
+            if experiment is None:
+                experiment = runner.setup(self.config, dataset, model_seed=self.model_seed())
             with branch_dir.updating():
                 start = self.start_weights(experiment, branch_dir)
         results = []
