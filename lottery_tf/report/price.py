@@ -94,7 +94,7 @@ def _mask_distances(plt, runs, report_dir, title):
                        label=f"epsilon {rule['epsilon']:g} (window {rule['window']})")
             ax.set_ylabel(f"mask distance (normalised by {rule['normalization']})")
         ax.set_xlabel("training iteration")
-        ax.set_yscale("symlog", linthresh=1e-3)  # A converged mask's distance is 0.
+        ax.set_ylim(bottom=0.0)
         ax.set_title(f"{title}: {branches.series_label(key)}\n(x: where the round stopped)",
                      fontsize="small")
         ax.grid(True, which="both", alpha=0.3)
