@@ -29,7 +29,7 @@ def plot(rows, runs, report_dir, title):
 def _price(plt, rows, report_dir, title):
     series = {}
     for row in rows:
-        if not branches.is_search_series(row["series"]):
+        if not branches.is_search_series(row["series"]) and "cumulative_iterations" in row:
             series.setdefault(row["series"], []).append(row)
     if not series:
         return
