@@ -29,7 +29,7 @@ OPTION = "option"
 
 
 def _field(role, default, help, check=None, choices=None, flag_type=None, since=None,
-           aliases=(), flag_default=dataclasses.MISSING, fixed=False, path=False):
+           aliases=(), flag_default=dataclasses.MISSING, fixed=False, path=False, implied=None):
     """A Config field with its flag metadata.
 
     Args:
@@ -48,12 +48,15 @@ def _field(role, default, help, check=None, choices=None, flag_type=None, since=
         --allow_changed_hyperparameters (its weights, masks or data would no
         longer fit).
       path: a file-system path (`~` is expanded).
+      implied: with `since`, config -> the value other fields already imply
+        (an older flag's meaning): left out of the hash at that value too, so
+        both spellings name the same run.
     """
     return dataclasses.field(default=default, metadata={
         "role": role, "help": help, "check": check, "choices": choices,
         "flag_type": flag_type, "since": since, "aliases": tuple(aliases),
         "flag_default": default if flag_default is dataclasses.MISSING else flag_default,
-        "fixed": fixed, "path": path,
+        "fixed": fixed, "path": path, "implied": implied,
     })
 
 
@@ -160,6 +163,28 @@ class Config:
         0, "Late resetting: rounds after the first restart from the weights after this many "
         "iterations of round 0 instead of θ0 (0: θ0, the original).", check=not_negative(),
         fixed=True)
+    reset: str = hyperparameter(
+        "theta0", "Where pruned rounds start: {choices}. theta0: θ0 (the original); rewind: the "
+        "weights after --rewind_iteration iterations of round 0; lr_rewind: the previous round's "
+        "trained weights, learning-rate schedule replayed from iteration 0; finetune: the same "
+        "weights at the schedule's final learning rate (Renda et al. 2020). Every mode restarts "
+        "the optimizer (moments zeroed, iteration 0).",
+        choices="lottery_tf.lottery.reset:RESETS", since="0.2",
+        implied=lambda c: "rewind" if c.rewind_iteration else "theta0")
+    early_bird: str = hyperparameter(
+        "", "Early-Bird rounds (You et al. 2020), EPSILON,WINDOW (e.g. 0.1,5): at every evaluation "
+        "a round computes the mask its pruning would choose now and its distance to the one "
+        "before; once the last WINDOW distances are all <= EPSILON the round stops and prunes "
+        "with that mask. The run's last mask is then trained for the full round (its `final` "
+        "entry, RUN/branches/final). Empty: off.", check=lambda v: _early_bird_error(v),
+        since="0.2")
+    early_bird_distance: str = hyperparameter(
+        "pruned", "How --early_bird normalises the Hamming distance between two masks: pruned "
+        "(by twice the weights one pruning removes: the fraction of the pruned set that "
+        "changed, comparable across rounds) or all (by every prunable weight, Early-Bird's "
+        "convention; later rounds prune ever fewer weights, so it shrinks with sparsity).",
+        check=lambda v: None if v in ("pruned", "all") else "--{flag}={value} is not pruned or all",
+        since="0.2")
     seed: int = hyperparameter(0, "Seed of θ0 and of the data order.", fixed=True)
     eval_every: int = hyperparameter(
         500, "Evaluate validation and test sets every this many iterations.", check=positive())
@@ -221,6 +246,17 @@ class Config:
         _require(self.iterations == 0 or self.rewind_iteration < self.iterations,
                  f"--rewind_iteration={self.rewind_iteration} must be below "
                  f"--iterations={self.iterations}")
+        _require(not (self.reset == "rewind" and not self.rewind_iteration),
+                 "--reset=rewind needs --rewind_iteration=K > 0: the iteration of round 0 whose "
+                 "weights later rounds restart from")
+        _require(not (self.reset in ("lr_rewind", "finetune") and self.rewind_iteration),
+                 f"--rewind_iteration is for --reset=rewind; --reset={self.reset} restarts from "
+                 "the previous round's trained weights: drop --rewind_iteration")
+        _require(not (self.early_bird and self.reset in ("lr_rewind", "finetune")),
+                 f"--early_bird trains its ticket from θ0 or the rewind point; --reset={self.reset} "
+                 "keeps trained weights instead: use --reset=theta0 or rewind")
+        _require(not (self.early_bird and self.one_shot_sparsity),
+                 "--early_bird stops IMP rounds early; --one_shot_sparsity prunes once: use one")
         _require(not (self.one_shot_sparsity and self.rounds != 2),
                  "--one_shot_sparsity runs exactly 2 rounds (dense, then pruned); "
                  f"got --rounds={self.rounds}")
@@ -249,6 +285,13 @@ class Config:
                  f"--lr_drops={self.lr_drops} must be increasing positive iterations")
         return drops
 
+    def early_bird_rule(self):
+        """--early_bird as (epsilon, window), or None when off."""
+        if not self.early_bird:
+            return None
+        epsilon, window = self.early_bird.split(",")
+        return float(epsilon), int(window)
+
     def excluded_from_global(self):
         """Layer names or groups that global pruning leaves alone."""
         return tuple(x.strip() for x in self.global_exclude.split(",") if x.strip())
@@ -264,7 +307,9 @@ class Config:
             if field.metadata["role"] != HYPERPARAMETER:
                 continue
             value = getattr(self, field.name)
-            if field.metadata["since"] and value == field.default:
+            implied = field.metadata["implied"]
+            if field.metadata["since"] and (value == field.default
+                                            or (implied and value == implied(self))):
                 continue
             values[field.name] = value
         return values
@@ -291,6 +336,20 @@ class Config:
     def from_dict(cls, values):
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _early_bird_error(value):
+    """None, or why --early_bird=VALUE is not EPSILON,WINDOW."""
+    if not value:
+        return None
+    parts = value.split(",")
+    try:
+        epsilon, window = float(parts[0]), int(parts[1])
+        good = len(parts) == 2 and 0.0 <= epsilon < 1.0 and window >= 1
+    except (ValueError, IndexError):
+        good = False
+    return None if good else ("--{flag}={value} is not EPSILON,WINDOW (epsilon in [0, 1), window "
+                              "a whole number >= 1; e.g. 0.1,5)")
 
 
 def registry_of(field):

@@ -7,6 +7,7 @@
     lottery-tf branch --run_dir=runs/x --branch=tfmot_gradual
     lottery-tf branch --run_dir=runs/x --branch=instability --branch_rounds=0,12 [--instability_k=0,500]
     lottery-tf branch --run_dir=runs/x --branch=instability --branch_rounds=12 --find_rewind=0,100,500,2000
+    lottery-tf branch --run_dir=runs/x --branch=final            # an Early-Bird run's ticket, in full
     lottery-tf branch --run_dir=runs/x --branch=random_pruning --branch_rounds=1,2,3 --entry_index=$I
 """
 

@@ -23,7 +23,10 @@ Every path of a run is built here; other modules ask a `RunDir`, a
         checkpoints/              while the round trains: ckpt-STEP.* (Keras
                                   variables, tf.train.CheckpointManager), state-STEP.json
                                   (learning curve so far), snapshot.npz (rewind
-                                  point, once taken), MANIFEST.json
+                                  point, once taken), masks-STEP.npz (Early-Bird:
+                                  the masks of the last evaluation), MANIFEST.json
+      branches/final/             with --early_bird: the run's last mask trained for the
+                                  full round (its ticket), laid out like a control
       branches/NAME/              a control (BranchDir): branch.json, summary.csv,
                                   theta0.npz (random reinit), tensorboard/, .lock,
                                   MANIFEST.json and one entry per round (round_NNN/)
@@ -104,6 +107,10 @@ class EntryDir:
 
     def checkpoint_state_path(self, step):
         return os.path.join(self.checkpoint_dir, f"state-{step}.json")
+
+    def checkpoint_masks_path(self, step):
+        """Early-Bird: the masks chosen at the last evaluation before checkpoint `step`."""
+        return os.path.join(self.checkpoint_dir, f"masks-{step}.npz")
 
     @property
     def checkpoint_snapshot_path(self):

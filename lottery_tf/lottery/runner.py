@@ -20,7 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lottery_tf import errors, sources
-from lottery_tf.lottery import storage, tensorboard
+from lottery_tf.lottery import cost, reset, storage, tensorboard
 from lottery_tf.lottery.run_dir import RunDir
 from lottery_tf.lottery.storage import is_recorded, read_arrays, read_json, write_arrays, write_json
 from lottery_tf.nn import models, own_models
@@ -34,6 +34,7 @@ from lottery_tf.train import xla
 from lottery_tf.train.evaluate import as_loss
 from lottery_tf.train import fit as training
 from lottery_tf.train.callbacks import LotteryCallback, WeightSnapshot, model_weights
+from lottery_tf.train.early_bird import EarlyBird
 
 
 def round_seed(seed, r):
@@ -153,8 +154,12 @@ def setup(config, dataset=None, model_seed=None):
     return Experiment(config, dataset, model, iterations, evaluator)
 
 
-def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, entry=None):
+def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, entry=None,
+          held_rate_step=None):
     """Trains one round from `start_weights` under `masks`.
+
+    `held_rate_step`: train at the learning-rate schedule's rate of that
+    step throughout (--reset=finetune); None follows the schedule from 0.
 
     With `entry` (an `EntryDir`, and --checkpoint_every), the round is
     checkpointed as it trains and, if the entry holds a checkpoint, continues
@@ -167,9 +172,10 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
     """
     config = experiment.config
     every = config.checkpoint_every if entry is not None else 0
-    start_step, curve, snapshot_weights = 0, [], None
+    start_step, state, snapshot_weights, watched = 0, {}, None, None
     if every:
-        start_step, curve, snapshot_weights = _resume_point(experiment.model, entry)
+        start_step, state, snapshot_weights, watched = _resume_point(experiment.model, entry)
+    curve = state.get("curve", [])
     train_data = distribute.split_by_example(experiment.dataset.train(config.batch_size, seed=seed))
     # From a fresh pipeline: the same batch whether or not the round resumed.
     callback = LotteryCallback(start_weights, masks, prune, restore=not start_step,
@@ -179,12 +185,19 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
     if snapshot:
         callbacks.append(snapshot)
     late = []
+    watch = None
+    if config.early_bird and prune is not None:
+        watch = EarlyBird(callback, config.early_bird_rule(), config.early_bird_distance,
+                          config.eval_every, experiment.iterations, start_step,
+                          state.get("early_bird"), watched, earliest=snapshot_at)
+        late.append(watch)
     if every:
         late.append(callbacks_lib.RoundCheckpoint(
-            entry.checkpoint_dir, every, lambda step: _save_state(entry, step, curve, snapshot),
+            entry.checkpoint_dir, every, lambda step: _save_state(entry, step, curve, snapshot, watch),
             experiment.iterations, start_step))
     if start_step:
         train_data = train_data.skip(start_step)
+    optimizers.hold_rate(experiment.model.optimizer, held_rate_step)
     try:
         curve, wall = training.train_round(
             experiment.model,
@@ -203,34 +216,45 @@ def train(experiment, masks, start_weights, seed, prune=None, snapshot_at=0, ent
         raise errors.Interrupted(f"iteration {step}") from None
     metrics = {
         "iterations": experiment.iterations,
+        "train_iterations": curve[-1]["iteration"],
         **remaining(masks),
         **training.summarize_curve(curve),
         "wall_time_s": wall,
         "curve": curve,
     }
+    if watch is not None:
+        metrics["early_bird"] = watch.record()
     return RoundResult(
         metrics, experiment.current_weights(), callback.next_masks,
         snapshot.weights if snapshot else None,
     )
 
 
-def _save_state(entry, step, curve, snapshot):
-    """What a mid-round checkpoint needs beside Keras's variables."""
+def _save_state(entry, step, curve, snapshot, watch=None):
+    """What a mid-round checkpoint needs beside Keras's variables (the state file last)."""
     if snapshot is not None and snapshot.weights is not None and not is_recorded(entry.checkpoint_snapshot_path):
         write_arrays(entry.checkpoint_snapshot_path, snapshot.weights)
-    write_json(entry.checkpoint_state_path(step), {"step": step, "curve": curve})
+    state = {"step": step, "curve": curve}
+    if watch is not None:  # Early-Bird: the distances so far and the masks they continue from.
+        state["early_bird"] = watch.distances
+        if watch.previous is not None:
+            write_arrays(entry.checkpoint_masks_path(step), watch.previous)
+    write_json(entry.checkpoint_state_path(step), state)
 
 
 def _resume_point(model, entry):
-    """(step, curve, rewind snapshot) of the newest usable checkpoint, or a fresh start."""
+    """(step, state, rewind snapshot, Early-Bird masks) of the newest usable checkpoint,
+    or a fresh start; state holds the learning curve (and Early-Bird distances) so far."""
     step = callbacks_lib.latest_checkpoint_step(entry.checkpoint_dir)
     if not step or not is_recorded(entry.checkpoint_state_path(step)):
-        return 0, [], None
+        return 0, {}, None, None
     state = read_json(entry.checkpoint_state_path(step))
     snapshot_path = entry.checkpoint_snapshot_path
     snapshot = read_arrays(snapshot_path) if is_recorded(snapshot_path) else None
+    masks_path = entry.checkpoint_masks_path(step)
+    watched = read_arrays(masks_path) if is_recorded(masks_path) else None
     callbacks_lib.restore_checkpoint(model, entry.checkpoint_path(step))
-    return step, state["curve"], snapshot
+    return step, state, snapshot, watched
 
 
 def dense_masks(experiment):
@@ -341,11 +365,15 @@ def _rounds(experiment, run_dir, progress):
     results = []
     for r in range(config.rounds):
         saved = run_dir.round_complete(r)
+        before = results[-1] if results else None
         if saved:
+            # As a fresh round returns them: recorded fields only (older rounds get theirs computed).
             metrics = run_dir.read_metrics(r)
+            if not all(key in metrics for key in cost.FIELDS):
+                metrics.update(cost.fields(metrics, before))
         else:
             try:
-                metrics = _main_round(experiment, run_dir, r, theta0, progress)
+                metrics = _main_round(experiment, run_dir, r, theta0, before, progress)
             except training.Diverged as e:
                 raise errors.LotteryError(
                     f"round {r} diverged: {e}; rounds before it are intact. Change the "
@@ -361,7 +389,16 @@ def _rounds(experiment, run_dir, progress):
         progress(format_round(metrics, config.rounds) + (" [saved]" if saved else ""))
     # Rewritten only when it differs (a finished run's rerun writes nothing).
     run_dir.write_summary([summary_row(m) for m in results])
+    if config.early_bird:
+        _final_ticket(experiment, run_dir, progress)
     return results
+
+
+def _final_ticket(experiment, run_dir, progress):
+    """Early-Bird's `final` step: the run's last mask trained for the full round."""
+    from lottery_tf.lottery.branches import final  # Branches build on this module.
+
+    final.train(experiment, run_dir, progress)
 
 
 @contextlib.contextmanager
@@ -398,7 +435,8 @@ def _theta0(run_dir, experiment):
     return theta0
 
 
-def _main_round(experiment, run_dir, r, theta0, progress=print):
+def _main_round(experiment, run_dir, r, theta0, before=None, progress=print):
+    """Trains round r; `before` is round r - 1's metrics (its cost is carried on)."""
     config = experiment.config
     if r == 0:
         masks = dense_masks(experiment)
@@ -413,8 +451,10 @@ def _main_round(experiment, run_dir, r, theta0, progress=print):
         pruner,
         snapshot_at=config.rewind_iteration if r == 0 else 0,
         entry=run_dir.round(r),
+        held_rate_step=reset.held_rate_step(config, r, experiment.iterations),
     )
     metrics = {"round": r, **result.metrics}
+    metrics.update(cost.fields(metrics, before))
     if result.snapshot is not None:
         write_arrays(run_dir.rewind_path, result.snapshot)
     run_dir.save_round(r, result.weights, metrics, next_masks=result.next_masks)
@@ -465,10 +505,8 @@ def _recompute_masks(experiment, run_dir, r, theta0):
 
 
 def _start_point(experiment, run_dir, r, theta0):
-    """Where round r starts: θ0, or (late resetting) the rewind point after round 0."""
-    if r > 0 and experiment.config.rewind_iteration:
-        return read_arrays(run_dir.rewind_path)
-    return theta0
+    """Where round r starts: θ0, the rewind point, or round r - 1's weights (`reset`)."""
+    return reset.start_point(experiment.config, run_dir, r, theta0)
 
 
 def _round_pruner(experiment, r):
@@ -500,6 +538,9 @@ def summary_row(metrics, key="round"):
         "final_test_accuracy": f"{metrics['final_test_accuracy']:.6f}",
         "wall_time_s": f"{metrics['wall_time_s']:.2f}",
     }
+    for key in cost.FIELDS:
+        if key in metrics:
+            row[key] = metrics[key]
     for name, pct in metrics["remaining_pct_by_layer"].items():
         row[f"remaining_pct/{name}"] = f"{pct:.4f}"
     return row
@@ -507,11 +548,13 @@ def summary_row(metrics, key="round"):
 
 def format_round(metrics, rounds, label=None):
     label = label or f"round {metrics['round']} ({metrics['round'] + 1}/{rounds})"
+    stopped = (metrics.get("early_bird") or {}).get("stopped_at")
     return (
         f"{label} | "
         f"{metrics['remaining_pct']:.2f}% weights remaining | "
         f"early stop: iteration {metrics['early_stop_iteration']}, "
         f"test acc {100 * metrics['early_stop_test_accuracy']:.2f}% | "
         f"final test acc {100 * metrics['final_test_accuracy']:.2f}% | "
-        f"{metrics['wall_time_s']:.1f} s"
+        + (f"Early-Bird mask at iteration {stopped} | " if stopped else "")
+        + f"{metrics['wall_time_s']:.1f} s"
     )

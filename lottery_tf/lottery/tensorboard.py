@@ -1,13 +1,14 @@
 """TensorBoard scalars for completed rounds (written from saved metrics).
 
 `DIR/tensorboard/rounds`: one step per round (sparsity per layer, accuracy at
-early stop and at the end, early-stop iteration). `DIR/tensorboard/round_NNN`:
-the round's learning curve, one step per evaluated iteration.
+early stop and at the end, early-stop iteration, its cost: `cost/...`, see
+`cost.py`). `DIR/tensorboard/round_NNN`: the round's learning curve, one step
+per evaluated iteration, and an Early-Bird round's mask distances.
 """
 
 import tensorflow as tf
 
-from lottery_tf.lottery import run_dir
+from lottery_tf.lottery import cost, run_dir
 
 
 def write_round(directory, metrics, step=None, name=None):
@@ -29,12 +30,18 @@ def write_round(directory, metrics, step=None, name=None):
         for key in ("early_stop_test_accuracy", "final_test_accuracy",
                     "early_stop_val_loss", "early_stop_iteration"):
             tf.summary.scalar(f"round/{key}", metrics[key], step=step)
+        for key in cost.FIELDS:
+            if key in metrics:
+                tf.summary.scalar(f"cost/{key}", metrics[key], step=step)
     writer.close()
     writer = tf.summary.create_file_writer(directory.tensorboard_path(name))
     with writer.as_default():
         for point in metrics["curve"]:
             for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy"):
                 tf.summary.scalar(f"curve/{key}", point[key], step=point["iteration"])
+        for point in (metrics.get("early_bird") or {}).get("distances", []):
+            for norm in ("pruned", "all"):
+                tf.summary.scalar(f"early_bird/mask_distance_{norm}", point[norm], step=point["iteration"])
     writer.close()
 
 

@@ -23,15 +23,21 @@ damaged one is named and never used. Writes, under `--report_dir`:
   instability.csv, .md        with instability branches: error barrier per
                               (round, start iteration k), mean/min/max
   instability_paths.png       test error along the linear paths (report/instability.py)
+  price_of_a_ticket.png       test accuracy at early stop vs training iterations
+                              spent from θ0 to reach each level (report/price.py)
+  mask_distance.png           Early-Bird runs: each round's mask distance vs
+                              iteration (report/price.py)
 """
 
 import os
 
 from lottery_tf import errors
 from lottery_tf.lottery import branches
+from lottery_tf.lottery import cost
 from lottery_tf.lottery.branches import BRANCHES
 from lottery_tf.lottery.run_dir import RunDir
 from lottery_tf.report import instability
+from lottery_tf.report import price
 from lottery_tf.report.figures import plot
 from lottery_tf.report.tables import METRICS, aggregate, stats, write_tables  # noqa: F401
 
@@ -56,10 +62,15 @@ def find_runs(paths):
 
 
 def load_run(path):
-    """{series: {level: metrics}} of one run (complete entries only); the main line first."""
+    """{series: {level: metrics}} of one run (complete entries only); the main line first.
+
+    Every entry carries its cost fields (`lottery.cost`), computed for metrics
+    written before they were recorded.
+    """
     run = RunDir(path)
     config = run.read_config()
-    series = {branches.main_line_series(config): {r: run.read_metrics(r) for r in run.complete_rounds()}}
+    main = cost.main_line({r: run.read_metrics(r) for r in run.complete_rounds()})
+    series = {branches.main_line_series(config): main}
     for branch in run.branches():
         info = branch.read_info()
         if info["kind"] not in BRANCHES.names():
@@ -70,6 +81,8 @@ def load_run(path):
         key = branch_class.series(info, config)
         for entry in branch.complete_entries():
             metrics = entry.read_metrics()
+            parent = branch_class.parent_round(metrics[branch_class.level_key])
+            metrics = cost.filled(metrics, main.get(parent) if parent is not None else None)
             series.setdefault(key, {})[metrics[branch_class.level_key]] = metrics
     return series
 
@@ -93,6 +106,7 @@ def make_report(paths, report_dir, curve_rounds=(), title="", layers_at_remainin
         write_tables(rows, report_dir)
         plot(rows, runs, report_dir, title, list(curve_rounds), layers_at_remaining)
         instability.write(run_paths, report_dir, title)
+        price.plot(rows, runs, report_dir, title)
     except OSError as e:
         raise errors.LotteryError(
             f"--report_dir {report_dir} cannot be written ({e.strerror or e}); choose a directory "

@@ -94,8 +94,10 @@ def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
 
     chosen = [r for r in curve_rounds if r in imp] or rounds[:: max(1, len(rounds) // 5)]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    # The first run's main line and its trials (not other main lines: reset modes, Early-Bird search).
+    same_line = [run[next(iter(runs[0]))] for run in runs if next(iter(run)) == next(iter(runs[0]))]
     for r in chosen:
-        curves = [main[r]["curve"] for main in (next(iter(run.values())) for run in runs) if r in main]
+        curves = [main[r]["curve"] for main in same_line if r in main]
         iterations = [p["iteration"] for p in curves[0]]
         mean = [100 * sum(c[i]["test_accuracy"] for c in curves) / len(curves) for i in range(len(iterations))]
         ax.plot(iterations, mean, label=f"{imp[r]['remaining_pct']:.1f}% (round {r})")

@@ -6,7 +6,8 @@ import os
 
 from lottery_tf.lottery import branches
 
-METRICS = ("remaining_pct", "early_stop_test_accuracy", "final_test_accuracy", "early_stop_iteration")
+COST = ("cumulative_iterations", "cumulative_wall_time_s")
+METRICS = ("remaining_pct", "early_stop_test_accuracy", "final_test_accuracy", "early_stop_iteration") + COST
 
 
 def stats(values):
@@ -28,13 +29,15 @@ def aggregate(runs):
             order.index(kind_of(kv[0][0])), kv[0][0] != "imp", kv[0])):
         row = {"series": kind, "level": level, "trials": len(entries)}
         for metric in METRICS:
+            if metric in COST and any(metric not in m for m in entries):
+                continue  # Metrics handed in without their cost (see `lottery.cost`).
             row[metric], row[f"{metric}_min"], row[f"{metric}_max"] = stats(m[metric] for m in entries)
         rows.append(row)
     return rows
 
 
 def write_tables(rows, report_dir):
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -43,8 +46,8 @@ def write_tables(rows, report_dir):
         f.write(text.getvalue())
     lines = [
         "| series | level | trials | % remaining | test acc @ early stop (min–max) | "
-        "test acc @ end (min–max) | early-stop iteration (min–max) |",
-        "| --- | --- | ---: | ---: | --- | --- | --- |",
+        "test acc @ end (min–max) | early-stop iteration (min–max) | iterations from θ0 |",
+        "| --- | --- | ---: | ---: | --- | --- | --- | ---: |",
     ]
     for row in rows:
         lines.append(
@@ -54,7 +57,7 @@ def write_tables(rows, report_dir):
             f"{100 * row['final_test_accuracy']:.2f} ({100 * row['final_test_accuracy_min']:.2f}–"
             f"{100 * row['final_test_accuracy_max']:.2f}) | "
             f"{row['early_stop_iteration']:.0f} ({row['early_stop_iteration_min']:.0f}–"
-            f"{row['early_stop_iteration_max']:.0f}) |"
+            f"{row['early_stop_iteration_max']:.0f}) | {row.get('cumulative_iterations', float('nan')):.0f} |"
         )
     with open(os.path.join(report_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

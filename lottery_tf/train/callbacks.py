@@ -72,11 +72,15 @@ class LotteryCallback(keras.callbacks.Callback):
         for variable in self.model.optimizer.variables:
             variable.assign(tf.zeros(variable.shape, variable.dtype))
 
-    def on_train_end(self, logs=None):
-        if self._prune is None:
-            return
+    @property
+    def masks(self):
+        """The masks the round trains with."""
+        return self._masks
+
+    def choose(self):
+        """The masks `prune` chooses from the weights as they are now."""
         layers = masked_layers(self.model)
-        self.next_masks = self._prune(PruningContext(
+        return self._prune(PruningContext(
             masks=self._masks,
             trained={layer.name: layer.kernel.numpy() for layer in layers},
             init={layer.name: self._start[weight_key(layer.kernel)] for layer in layers},
@@ -85,6 +89,12 @@ class LotteryCallback(keras.callbacks.Callback):
             loss=as_loss(self.model.loss),
             start=self._start,
         ))
+
+    def on_train_end(self, logs=None):
+        if self._prune is None:
+            return
+        if self.next_masks is None:  # Else chosen already from these weights (Early-Bird).
+            self.next_masks = self.choose()
         faults.point("after_prune")
 
 

@@ -81,6 +81,22 @@ def _state(path):
     return masks, metrics, rows
 
 
+def assert_resumes(test, spec, path, run, state, expected):
+    """Stops `run(path)` at fail point `spec`, reruns it, and compares `state(path)`
+    (masks, metrics, summary rows) with `expected`."""
+    shutil.rmtree(path, ignore_errors=True)
+    with mock_tfds():
+        with _fault(spec), test.assertRaises(_Killed):
+            run(path)
+        run(path)
+    masks, metrics, rows = state(path)
+    for got, want in zip(masks, expected[0]):
+        for name in want:
+            test.assertAllEqual(got[name], want[name], f"{spec}: {name}")
+    test.assertEqual(metrics, expected[1], spec)
+    test.assertEqual(rows, expected[2], spec)
+
+
 class CrashAtEveryPointTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -102,18 +118,8 @@ class CrashAtEveryPointTest(tf.test.TestCase):
         cls.expected = _state(cls.reference)
 
     def _assert_resumes(self, spec):
-        path = os.path.join(self.tmp, spec.replace(":", "_"))
-        shutil.rmtree(path, ignore_errors=True)
-        with mock_tfds():
-            with _fault(spec), self.assertRaises(_Killed):
-                _run(path)
-            _run(path)
-        masks, metrics, rows = _state(path)
-        for got, want in zip(masks, self.expected[0]):
-            for name in want:
-                self.assertAllEqual(got[name], want[name], f"{spec}: {name}")
-        self.assertEqual(metrics, self.expected[1], spec)
-        self.assertEqual(rows, self.expected[2], spec)
+        assert_resumes(self, spec, os.path.join(self.tmp, spec.replace(":", "_")), _run, _state,
+                       self.expected)
 
     def test_every_write_point(self):
         self.assertGreaterEqual(self.counts["write"], 20)

@@ -13,6 +13,8 @@ Each control is one file here, a `base.Branch` subclass registered in
   instability     two copies of a round's network from θk, other data orders:
                   the error barrier on the line between them (linear mode
                   connectivity, Frankle et al. 2020)
+  final           an Early-Bird run's ticket: its last mask trained for the
+                  full round (the run's own last step, see runner.py)
 """
 
 import dataclasses
@@ -104,6 +106,9 @@ def series_label(key):
     return f"{label}: {detail}" if detail else label
 
 
+SEARCH = "early-bird search"
+
+
 def pruning_detail(run_config):
     """How a run's masks were chosen, beyond the paper's: "", "movement", "1x4 blocks",
     "movement, 1x4 blocks" (its series in reports differ by it)."""
@@ -114,9 +119,21 @@ def pruning_detail(run_config):
 
 
 def main_line_series(run_config):
-    """The main line's series: "imp", or "imp:DETAIL" (`pruning_detail`)."""
-    detail = pruning_detail(run_config)
-    return f"imp:{detail}" if detail else "imp"
+    """The main line's series: "imp", or "imp:DETAILS" naming what differs from the
+    paper's method: the criterion when not magnitude and the --block (`pruning_detail`),
+    the reset mode when it keeps the trained weights (lr_rewind, finetune), and
+    Early-Bird search rounds."""
+    details = [pruning_detail(run_config)] if pruning_detail(run_config) else []
+    if run_config.get("reset", "theta0") in ("lr_rewind", "finetune"):
+        details.append(run_config["reset"])
+    if run_config.get("early_bird"):
+        details.append(f"{SEARCH} {run_config['early_bird']}")
+    return "imp:" + ", ".join(details) if details else "imp"
+
+
+def is_search_series(key):
+    """Whether series `key` is made of Early-Bird search rounds (stopped early: no tickets)."""
+    return SEARCH in key
 
 
 # Built-in branches register themselves on import, in their report order.
@@ -126,3 +143,4 @@ from lottery_tf.lottery.branches import one_shot  # noqa: E402,F401
 from lottery_tf.lottery.branches import at_init  # noqa: E402,F401
 from lottery_tf.lottery.branches import tfmot_gradual  # noqa: E402,F401
 from lottery_tf.lottery.branches import instability  # noqa: E402,F401
+from lottery_tf.lottery.branches import final  # noqa: E402,F401

@@ -93,6 +93,10 @@ class AtInit(Branch):
             detail += f", {info['ablation']}"
         return f"{cls.kind}:{detail}"
 
+    @classmethod
+    def parent_round(cls, key):
+        return None  # Pruned at θ0, before any training.
+
     def model_seed(self):
         return reinit_seed(self.config.seed, self.seed) if self.ablation == "reinit" else None
 

@@ -16,7 +16,7 @@ series in `lottery-tf report`).
 import os
 
 from lottery_tf import errors
-from lottery_tf.lottery import run_dir, runner, tensorboard
+from lottery_tf.lottery import cost, run_dir, runner, tensorboard
 from lottery_tf.lottery.storage import read_arrays
 
 
@@ -123,20 +123,38 @@ class Branch:
     def data_seed(self, key):
         return runner.round_seed(self.config.seed, key)
 
+    @classmethod
+    def parent_round(cls, key):
+        """The main-line round whose cumulative cost entry `key` builds on, or None.
+
+        By default round key - 1, whose pruning chose round key's mask; a
+        branch whose masks need no training (at θ0, random) returns None.
+        """
+        return key - 1 if key >= 1 else None
+
+    def with_cost(self, key, metrics):
+        """`metrics` with the entry's cost fields (see `cost`)."""
+        parent = self.parent_round(key)
+        rounds = {r: self.main.read_metrics(r) for r in self.main.complete_rounds()}
+        before = cost.main_line(rounds).get(parent) if parent is not None else None
+        return {**metrics, **cost.fields(metrics, before)}
+
     # --- The loop ---------------------------------------------------------------------
 
-    def run(self, branch_dir, dataset=None, progress=print, entry_index=None):
+    def run(self, branch_dir, dataset=None, progress=print, entry_index=None, experiment=None):
         """Trains (or resumes) every entry, or only the `entry_index`-th of
         `keys()` (in a job array, beside processes training others); returns
-        their metrics in order."""
+        their metrics in order. `experiment`: one already set up for this
+        branch's config and model seed, to train in (else one is set up)."""
         every = self.keys()
         keys = every if entry_index is None else [every[entry_index]]
         with branch_dir.updating():
             branch_dir.write_info(self.info())
         todo = [k for k in keys if not branch_dir.entry(self.entry_name(k)).complete()]
-        experiment = start = None
+        start = None
         if todo:
-            experiment = runner.setup(self.config, dataset, model_seed=self.model_seed())
+            if experiment is None:
+                experiment = runner.setup(self.config, dataset, model_seed=self.model_seed())
             with branch_dir.updating():
                 start = self.start_weights(experiment, branch_dir)
         results = []
@@ -177,7 +195,7 @@ class Branch:
         masks = self.masks(experiment, key)
         entry.write_masks(masks)
         result = runner.train(experiment, masks, start, self.data_seed(key), entry=entry)
-        metrics = {self.level_key: key, "branch": self.kind, **result.metrics}
+        metrics = self.with_cost(key, {self.level_key: key, "branch": self.kind, **result.metrics})
         entry.save(result.weights, metrics)
         return metrics
 

@@ -40,7 +40,7 @@ import functools
 import numpy as np
 
 from lottery_tf import errors
-from lottery_tf.lottery import runner, tensorboard
+from lottery_tf.lottery import cost, runner, tensorboard
 from lottery_tf.lottery.branches import BRANCHES
 from lottery_tf.lottery.branches.base import Branch
 from lottery_tf.lottery.storage import is_recorded, read_arrays, read_json, write_arrays, write_json
@@ -174,6 +174,11 @@ class Instability(Branch):
         return runner.train(head, runner.dense_masks(experiment), read_arrays(self.main.theta0_path),
                             runner.round_seed(self.config.seed, 0)).weights
 
+    @classmethod
+    def parent_round(cls, key):
+        r, _ = key
+        return r - 1 if r >= 1 else None
+
     def train_entry(self, experiment, entry, key, start):
         r, k = key
         masks = self.masks(experiment, r)
@@ -203,7 +208,10 @@ class Instability(Branch):
             "test_error_pct": errors_pct,
             "barrier_pct": barrier(errors_pct),
             "wall_time_s": sum(c["wall_time_s"] for c in copies),
+            # Its price (lottery/cost.py): both copies' training, on top of the rounds that chose the mask.
+            "train_iterations": sum(cost.own(c)[0] for c in copies),
         }
+        metrics = self.with_cost(key, metrics)
         write_json(entry.metrics_path, metrics)  # Last: it marks the entry complete.
         return metrics
 

@@ -31,6 +31,10 @@ class OneShot(Branch):
     def entry_name(self, key):
         return run_dir.sparsity_entry_name(key)
 
+    @classmethod
+    def parent_round(cls, key):
+        return 0  # Pruned from round 0's trained weights.
+
     def step(self, key):
         return int(round(key * 10000))
 

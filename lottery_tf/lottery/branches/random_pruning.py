@@ -22,5 +22,9 @@ def random_masks_like(masks, seed):
 class RandomPruning(Branch):
     label = "random pruning"
 
+    @classmethod
+    def parent_round(cls, key):
+        return None  # Only the round's counts, which the schedule sets without training.
+
     def masks(self, experiment, key):
         return random_masks_like(super().masks(experiment, key), [int(self.seed), int(key)])

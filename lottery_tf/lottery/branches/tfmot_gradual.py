@@ -71,6 +71,10 @@ class TfmotGradual(Branch):
     def start_weights(self, experiment, branch_dir):
         return read_arrays(self.main.theta0_path)
 
+    @classmethod
+    def parent_round(cls, key):
+        return None  # The dense θ0 network, pruned as it trains: no round before it.
+
     def train_entry(self, experiment, entry, key, start):
         config = experiment.config
         ticket = self.main.load_masks(key)
@@ -118,5 +122,6 @@ class TfmotGradual(Branch):
                                  "final_sparsity_by_layer": sparsities},
             "wall_time_s": wall, "curve": curve,
         }
+        metrics = self.with_cost(key, metrics)
         entry.save(weights, metrics)
         return metrics
