@@ -149,6 +149,10 @@ class RoundCheckpoint(keras.callbacks.Callback):
         # there would only leave nothing to resume into.
         if step % self._every or step >= self._last:
             return
+        if self.model.stop_training:
+            # A round stopped here (Early-Bird) ends with its own outputs; resumed
+            # from a checkpoint at this step, it would train on past its stop.
+            return
         self.manager().save(checkpoint_number=step)
         self._save_state(step)
         faults.point("mid_fit")

@@ -17,15 +17,16 @@ from test_recovery import _dataset, assert_resumes
 WALL = ("wall_time_s",)
 
 
-def _config(path):
+def _config(path, checkpoint_every=20):
     # Evaluations every 10 of 60 iterations, a checkpoint at 20 and 40: the rounds
     # stop at the first two distances <= 0.5 (about iteration 30), after a checkpoint.
-    return tiny_config(iterations=60, eval_every=10, rounds=2, early_bird="0.5,2", checkpoint_every=20,
-                       steps_per_execution=1, jit_compile=False, output_dir=path)
+    return tiny_config(iterations=60, eval_every=10, rounds=2, early_bird="0.5,2",
+                       checkpoint_every=checkpoint_every, steps_per_execution=1, jit_compile=False,
+                       output_dir=path)
 
 
-def _run(path):
-    return runner.run(_config(path), progress=lambda line: None, dataset=_dataset())
+def _run(path, checkpoint_every=20):
+    return runner.run(_config(path, checkpoint_every), progress=lambda line: None, dataset=_dataset())
 
 
 def _state(path):
@@ -69,6 +70,10 @@ class EarlyBirdRunTest(tf.test.TestCase):
         # after the pruning: the rerun continues and ends with the same masks and metrics.
         for spec in ("mid_fit:1", "mid_fit:4", "after_prune:2"):
             assert_resumes(self, spec, os.path.join(tmp, spec.replace(":", "_")), _run, _state, expected)
+        # A checkpoint at every evaluation, so one could fall on the stop step: killed
+        # after round 0's pruning, the rerun resumes before the stop and stops there again.
+        assert_resumes(self, "after_prune:1", os.path.join(tmp, "every_10"),
+                       lambda path: _run(path, checkpoint_every=10), _state, expected)
 
     def test_bad_early_bird_flags_are_one_line(self):
         for value in ("0.1", "1.5,5", "0.1,0", "a,b", "0.1,5,2"):
