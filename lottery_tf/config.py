@@ -255,6 +255,11 @@ class Config:
         _require(not (self.early_bird and self.reset in ("lr_rewind", "finetune")),
                  f"--early_bird trains its ticket from θ0 or the rewind point; --reset={self.reset} "
                  "keeps trained weights instead: use --reset=theta0 or rewind")
+        _require(self.early_bird or self.early_bird_distance == "pruned",
+                 f"--early_bird_distance={self.early_bird_distance} only applies to Early-Bird rounds: "
+                 "give --early_bird=EPSILON,WINDOW too, or drop it")
+        if self.early_bird:
+            self._check_early_bird_criterion()
         _require(not (self.early_bird and self.one_shot_sparsity),
                  "--early_bird stops IMP rounds early; --one_shot_sparsity prunes once: use one")
         _require(not (self.one_shot_sparsity and self.rounds != 2),
@@ -284,6 +289,19 @@ class Config:
         _require(all(d > 0 for d in drops) and list(drops) == sorted(set(drops)),
                  f"--lr_drops={self.lr_drops} must be increasing positive iterations")
         return drops
+
+    def _check_early_bird_criterion(self):
+        # A criterion that never reads the trained weights picks the same mask at
+        # every evaluation: its distances are 0 and every round would stop at once.
+        from lottery_tf.pruning.criteria import CRITERIA
+
+        if self.criterion not in CRITERIA.names():
+            return  # Reported as an unknown choice.
+        watching = [name for name in CRITERIA.names() if "trained" in CRITERIA.get(name).reads]
+        _require("trained" in CRITERIA.get(self.criterion).reads,
+                 f"--early_bird watches the mask change as training goes on; --criterion="
+                 f"{self.criterion} does not read the trained weights, so its mask never changes: "
+                 f"use one that does ({', '.join(watching)})")
 
     def early_bird_rule(self):
         """--early_bird as (epsilon, window), or None when off."""

@@ -10,7 +10,7 @@ import os
 
 from absl import flags
 
-from lottery_tf import config as config_lib
+from lottery_tf import config as config_lib, errors
 from lottery_tf.cli import app
 
 
@@ -68,6 +68,12 @@ def config_from_flags(fv, config_class=config_lib.Config):
         values[field.name] = value
     if values["verbose"] is None:
         values["verbose"] = app.default_verbose()
+    # Inside Config, --reset=theta0 with --rewind_iteration reads as rewind (what
+    # --rewind_iteration alone has always meant); said explicitly, it is a contradiction.
+    if fv["reset"].present and values["reset"] == "theta0" and values["rewind_iteration"]:
+        raise errors.LotteryError(
+            f"--reset=theta0 restarts from θ0, but --rewind_iteration={values['rewind_iteration']} "
+            "asks for a rewind point: use --reset=rewind, or drop --rewind_iteration")
     # A one-shot run is two rounds (dense, pruned) unless --rounds says otherwise.
     if values["one_shot_sparsity"] and not fv["rounds"].present:
         values["rounds"] = 2

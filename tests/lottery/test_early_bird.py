@@ -83,4 +83,10 @@ class EarlyBirdRunTest(tf.test.TestCase):
             Config(early_bird="0.1,5", reset="finetune").validate()
         with self.assertRaisesRegex(errors.LotteryError, "^--early_bird_distance=hamming is not"):
             Config(early_bird_distance="hamming").validate()
+        with self.assertRaisesRegex(errors.LotteryError, "^--early_bird_distance=all only applies to Early-Bird"):
+            Config(early_bird_distance="all").validate()
+        with self.assertRaisesRegex(errors.LotteryError,
+                                    r"^--early_bird watches .* --criterion=snip does not read the trained"):
+            Config(early_bird="0.1,5", criterion="snip").validate()
+        Config(early_bird="0.1,5", criterion="movement", early_bird_distance="all").validate()
         self.assertEqual(Config(early_bird="0.1,5").early_bird_rule(), (0.1, 5))

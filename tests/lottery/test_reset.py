@@ -6,7 +6,7 @@ from unittest import mock
 import tensorflow as tf
 import tf_keras as keras
 
-from conftest import mock_tfds, tiny_config
+from conftest import mock_tfds, run_cli, tiny_config
 from lottery_tf import errors
 from lottery_tf.config import Config
 from lottery_tf.lottery import runner
@@ -76,3 +76,11 @@ class ResetModeTest(tf.test.TestCase):
         self.assertEqual(Config(reset="rewind", rewind_iteration=100).hyperparameter_hash(),
                          Config(rewind_iteration=100).hyperparameter_hash())
         self.assertNotEqual(Config(reset="lr_rewind").hyperparameter_hash(), Config().hyperparameter_hash())
+        # Said explicitly on the command line, theta0 with a rewind point is refused before any file is written.
+        path = os.path.join(self.get_temp_dir(), "contradiction")
+        status, _, err = run_cli(["--model=lenet_300_100", "--reset=theta0", "--rewind_iteration=5",
+                                  f"--output_dir={path}"])
+        self.assertEqual(status, 2)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("--reset=theta0 restarts from θ0, but --rewind_iteration=5", err)
+        self.assertFalse(os.path.exists(path))
