@@ -73,6 +73,10 @@ class BranchesTest(tf.test.TestCase):
             self.assertNotAllClose(random_masks[name], ticket)
             weights = read_arrays(os.path.join(entry, "weights.npz"))[f"{name}/kernel"]
             self.assertAllEqual(weights[random_masks[name] == 0], np.zeros(int((random_masks[name] == 0).sum())))
+        # Another round later: the branch's summary lists both entries, not only the last asked for.
+        self._branch("random_pruning", rounds=[1], seed=3)
+        with open(os.path.join(os.path.dirname(entry), "summary.csv")) as f:
+            self.assertEqual([row.split(",")[0] for row in f.read().splitlines()[1:]], ["1", "2"])
         self.assertEqual(_main_line_digest(self.run_path), self.main_digest)
 
     def test_one_shot_reaches_targets_from_round_0(self):

@@ -173,9 +173,9 @@ class Branch:
             results.append(metrics)
             label = f"{branch_dir.name} {entry.name}"
             progress(self.describe(metrics, label) + (" [saved]" if saved else ""))
-        with branch_dir.updating():  # Every complete entry, whoever trained it.
-            done = [branch_dir.entry(self.entry_name(k)) for k in every]
-            branch_dir.write_summary([self.summary_row(e.read_metrics()) for e in done if e.complete()])
+        with branch_dir.updating():  # Every complete entry, whoever trained it and for which rounds.
+            done = branch_dir.complete_entries()
+            branch_dir.write_summary([self.summary_row(e.read_metrics()) for e in done])
         return results
 
     def log(self, branch_dir, entry, key, metrics):
