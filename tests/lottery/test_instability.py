@@ -51,6 +51,13 @@ class InstabilityMathTest(tf.test.TestCase):
         self.assertEqual(instability.earliest_stable(barriers), 200)
         self.assertEqual(instability.earliest_stable(barriers, threshold=1.0), None)
         self.assertEqual(instability.earliest_stable(barriers, threshold=7.0), 0)
+        # Entries still pending before a stable k leave the earliest open.
+        verdict = instability.find_rewind_verdict
+        self.assertEqual(verdict({0: 5.0, 500: 0.1}, [100])[0], None)
+        self.assertIn("k=100 before it not probed yet", verdict({0: 5.0, 500: 0.1}, [100])[1])
+        self.assertEqual(verdict({0: 5.0, 500: 0.1}, [1000])[0], 500)
+        self.assertEqual(verdict({0: 5.0}, [1000]), (None, "no stable k yet; k=1000 not probed yet"))
+        self.assertEqual(verdict({0: 5.0}, [])[0], None)
 
     def test_interpolation_ends_are_the_endpoints_bit_for_bit(self):
         rng = np.random.default_rng(0)

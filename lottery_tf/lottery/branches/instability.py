@@ -73,6 +73,24 @@ def earliest_stable(barriers, threshold=DEFAULT_THRESHOLD):
     return None
 
 
+def find_rewind_verdict(barriers, pending, threshold=DEFAULT_THRESHOLD):
+    """(the earliest stable k, or None while unknown; the verdict's words).
+
+    A stable k is the earliest only once every smaller k is probed (entries of
+    a job array finish in any order).
+    """
+    stable = earliest_stable(barriers, threshold)
+    earlier = sorted(k for k in pending if stable is None or k < stable)
+    if stable is not None and not earlier:
+        return stable, f"earliest stable k = {stable}"
+    if stable is not None:
+        return None, (f"k = {stable} is stable; k={','.join(map(str, earlier))} before it not "
+                      "probed yet")
+    if earlier:
+        return None, f"no stable k yet; k={','.join(map(str, earlier))} not probed yet"
+    return None, "no probed k is stable: probe later iterations"
+
+
 def interpolate(a, b, alpha):
     """(1 - alpha) a + alpha b for every weight, in each weight's dtype.
 
@@ -255,16 +273,10 @@ class Instability(Branch):
                     barriers[k] = entry.read_metrics()["barrier_pct"]
                 else:
                     pending.append(k)
-            stable = earliest_stable(barriers, self.threshold)
+            stable, verdict = find_rewind_verdict(barriers, pending, self.threshold)
             found[str(r)] = {"barrier_pct": {str(k): b for k, b in barriers.items()},
                              "earliest_stable_k": stable, "not_probed_yet": pending}
             probed = ", ".join(f"k={k}: {b:.2f}" for k, b in barriers.items())
-            if stable is not None:
-                verdict = f"earliest stable k = {stable}"
-            elif pending:
-                verdict = f"no stable k yet; k={','.join(map(str, pending))} not probed yet"
-            else:
-                verdict = "no probed k is stable: probe later iterations"
             lines.append(f"find_rewind round {r}: {verdict} (barrier < {self.threshold:g} points; "
                          f"{probed or 'none probed'})")
         record = {"threshold_pct": self.threshold, "rounds": found}
