@@ -151,6 +151,25 @@ class BlockCountsTest(tf.test.TestCase):
                 for name in want:
                     self.assertAllEqual(got[name], want[name])
 
+    def test_random_controls_place_whole_blocks(self):
+        from lottery_tf.lottery.branches.random_pruning import random_masks_like
+
+        rng = np.random.default_rng(0)
+        # A 1x4 ticket: 10 inputs (a short last block of 2), 3 units; conv: 8 input channels.
+        block_masks = {"fc": (rng.random((3, 3)) < 0.5).astype(np.float32),
+                       "conv": (rng.random((2, 2, 2, 4)) < 0.5).astype(np.float32)}
+        ones = {"fc": np.ones((10, 3), np.float32), "conv": np.ones((2, 2, 8, 4), np.float32)}
+        ticket = blocks.expand(block_masks, ones, 4)
+        shuffled = random_masks_like(ticket, [3, 1], "1x4")
+        for name, mask in shuffled.items():
+            self.assertTrue(blocks.aligned(mask, 4), name)
+            _, kept, _ = blocks.pool({name: mask}, {name: mask}, 4)
+            self.assertEqual(int(kept[name].sum()), int(block_masks[name].sum()), name)
+            self.assertNotAllEqual(mask, ticket[name])
+        self.assertAllEqual(random_masks_like(ticket, [3, 1], "1x4")["fc"], shuffled["fc"])  # seeded
+        unstructured = random_masks_like(ticket, [3, 1])
+        self.assertFalse(all(blocks.aligned(m, 4) for m in unstructured.values()))
+
     def test_unknown_block_is_refused_in_one_line(self):
         with self.assertRaisesRegex(errors.LotteryError, "unknown block shape '2x2'; known: 1x16, 1x4, none"):
             Config(block="2x2").check_choices()

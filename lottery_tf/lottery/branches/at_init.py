@@ -122,7 +122,7 @@ class AtInit(Branch):
             seed=[int(self.seed), int(key)],
         ))
         if self.ablation == "shuffle":
-            masks = random_masks_like(masks, [int(self.seed), int(key), 1])
+            masks = random_masks_like(masks, [int(self.seed), int(key), 1], self.config.block)
         return masks
 
     def _fractions(self, experiment, key):
