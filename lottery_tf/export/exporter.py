@@ -81,6 +81,14 @@ def export(ticket, output, fmt="saved_model", quantize=False, overwrite=False,
     storages = storage.storage_formats(compact)
     if fmt == "tflite" and block_structured(ticket):
         compact = tflite.pad_inputs(network, 16)  # see `block_structured`
+        # Padding covers a layer after another fully-connected one; any other short block
+        # would be dropped (float exports would be refused after converting, int8 ones not).
+        short = tflite.short_blocks(compact, 16 if quantize else 4)
+        if short:
+            raise errors.LotteryError(
+                f"layer {', '.join(short)} of a --block ticket reads an input size that is not a "
+                f"multiple of {16 if quantize else 4}, and TFLite's sparse encoder drops a row's "
+                "short last block: export it as a SavedModel (--format=saved_model)")
     try:
         info = _write(ticket, output, fmt, quantize, overwrite, probe, compact, reports,
                       storages, reference, quantized_min_agreement, check_input_range)

@@ -91,6 +91,14 @@ def pad_inputs(network, size):
     return dataclasses.replace(network, layers=found)
 
 
+def short_blocks(network, size):
+    """Names of the fully-connected layers whose input size is not a multiple of `size`
+    (TFLite's sparse encoder would drop the short last block of each of their rows)."""
+    return [layer.name for layer in ir.walk(network.layers)
+            if layer.stored_kernel() is not None and layer.stored_kernel().ndim == 2
+            and layer.stored_kernel().shape[0] % size]
+
+
 def weight_encodings(model_bytes, network):
     """How the converter stored each weighted layer's kernel in the flatbuffer.
 

@@ -133,3 +133,6 @@ class BlockSparseTfliteTest(tf.test.TestCase):
             net = tflite.pad_inputs(network, 16) if padded else network
             model = tflite.convert_tflite(net, True, random_images(20, seed=1))
             self.assertEqual(tflite.weight_encodings(model, net)["fc2"]["holds_every_weight"], holds)
+            # What the export checks before converting (a layer padding cannot reach is refused).
+            self.assertEqual(tflite.short_blocks(net, 16), [] if padded else ["fc2", "output"])  # 300, 100 inputs
+            self.assertEqual(tflite.short_blocks(net, 4), [])
