@@ -144,7 +144,7 @@ class Instability(Branch):
         bad = [k for k in self.start_iterations if not 0 <= k < iterations]
         if bad:
             raise errors.LotteryError(f"start iteration k={bad[0]} is outside [0, {iterations}), the "
-                                      f"iterations of a round of {self.main.path}")
+                                      f"iterations of a round of {self.main.path}: give k below {iterations}")
         self._refuse_batch_norm()
         available = self.main.rounds_with_masks(first=0)
         rounds = available if self.rounds is None else sorted(set(self.rounds))
