@@ -113,6 +113,11 @@ class InstabilityBranchTest(tf.test.TestCase):
             self.assertAllClose(metrics["barrier_pct"],
                                 max(errors_pct) - (errors_pct[0] + errors_pct[-1]) / 2)
 
+    def test_cost_is_both_copies_on_top_of_the_rounds_that_chose_the_mask(self):
+        # 20 iterations a copy; round 1's mask cost round 0's 20 iterations.
+        self.assertEqual([(m["train_iterations"], m["cumulative_iterations"]) for m in self.results],
+                         [(40, 40), (40, 60), (40, 60), (40, 60)])
+
     def test_copies_share_start_and_mask_not_data_order(self):
         branch = RunDir(self.run_path).branch("instability_seed1")
         seeds = set()

@@ -226,8 +226,10 @@ class Instability(Branch):
             "test_error_pct": errors_pct,
             "barrier_pct": barrier(errors_pct),
             "wall_time_s": sum(c["wall_time_s"] for c in copies),
-            # Its price (lottery/cost.py): both copies' training, on top of the rounds that chose the mask.
-            "train_iterations": sum(cost.own(c)[0] for c in copies),
+            # Its price (lottery/cost.py): both copies' training, on top of the rounds that chose
+            # the mask (which include reaching θk in round 0); the dense network (round 0) has no
+            # such parent, so its k iterations to θk count here.
+            "train_iterations": sum(cost.own(c)[0] for c in copies) + (k if r == 0 else 0),
         }
         metrics = self.with_cost(key, metrics)
         write_json(entry.metrics_path, metrics)  # Last: it marks the entry complete.
