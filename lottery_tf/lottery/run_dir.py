@@ -6,6 +6,8 @@ Every path of a run is built here; other modules ask a `RunDir`, a
     RUN/                          (with --trials: RUN/trial_T/, each laid out like RUN/)
       config.json                 the full configuration of the run
       dataset.json                dataset name, input shape, class count, sizes
+      environment.json            what the run ran on (library versions, CPU), one
+                                  entry more each time a resumed run's differs
       theta0.npz                  θ0: every model weight at initialization
       rewind.npz                  with --rewind_iteration=k: the weights after k
                                   iterations of round 0, where later rounds start
@@ -52,7 +54,7 @@ import os
 import shutil
 import time
 
-from lottery_tf import errors
+from lottery_tf import environment, errors
 from lottery_tf.lottery import storage
 from lottery_tf.lottery.storage import is_recorded, read_arrays, read_json, write_arrays, write_json
 
@@ -325,6 +327,10 @@ class RunDir(_LockedDir):
         return os.path.join(self.path, "rewind.npz")
 
     @property
+    def environment_path(self):
+        return os.path.join(self.path, "environment.json")
+
+    @property
     def dataset_path(self):
         return os.path.join(self.path, "dataset.json")
 
@@ -543,6 +549,9 @@ class RunDir(_LockedDir):
             return (f"delete {self.round_dir(r)} and rerun the same command: round {r} is "
                     "trained again" + (f" (its masks are recomputed from round {r - 1})" if r else "")
                     + "; with --deterministic the result is bitwise the same")
+        if name == "environment.json":
+            return (f"delete {path} and rerun the same command: it is written again (for this "
+                    "machine only; earlier entries are lost)")
         if name in ("dataset.json", "summary.csv", "hyperparameter_changes.json"):
             return f"delete {path} and rerun the same command: it is written again"
         if name == "theta0.npz":
@@ -597,8 +606,22 @@ class RunDir(_LockedDir):
                 self.round(first).drop_checkpoints()
             write_json(self.config_path, config.to_dict())
             write_json(self.dataset_path, dataset_info)
+            self._record_environment()
         except OSError as e:
             raise errors.LotteryError(f"--output_dir {self.path}: {e.strerror}") from None
+
+    def _record_environment(self):
+        # Appended when it differs from the last entry (a run resumed elsewhere): the rounds
+        # from `from_round` on ran there.
+        now = environment.describe()
+        history = read_json(self.environment_path) if is_recorded(self.environment_path) else []
+        if history and not environment.differences(history[-1]["environment"], now):
+            return
+        first = 0
+        while self.round_complete(first):
+            first += 1
+        history.append({"from_round": first, "environment": now})
+        write_json(self.environment_path, history)
 
     def _remove_stale_temp_files(self):
         # Left by a process killed mid-write; never read, so safe to drop.

@@ -68,8 +68,8 @@ class CrashInjectionTest(tf.test.TestCase):
         want_masks, want_metrics, want_rows = _final_state(reference)
         # One checkpoint a round (at 50 of 100 iterations): mid_fit:2 is inside
         # round 1's fit; after_prune:1 is the end of round 0 before anything of
-        # it is saved; write:7 is round 0's mask, before its training (config,
-        # dataset, theta0 and their manifests are writes 1-6); write:13 is in the
+        # it is saved; write:9 is round 0's mask, before its training (config,
+        # dataset, environment, theta0 and their manifests are writes 1-8); write:15 is in the
         # middle of round 0's files (weights written, round 1's mask being
         # written, metrics not yet).
         #
@@ -77,19 +77,19 @@ class CrashInjectionTest(tf.test.TestCase):
         # (a redone round would match the reference too): with --verbose=2 Keras
         # prints one "N/N - ..." line per fit, N the steps it trained. mid_fit:2
         # leaves round 1's checkpoint at 50, so 50 steps are left; after_prune:1
-        # and write:13 leave round 0's checkpoint at 50 (its metrics not yet
+        # and write:15 leave round 0's checkpoint at 50 (its metrics not yet
         # recorded), so round 0 trains its last 50 steps and round 1 all 100;
-        # write:7 comes before any checkpoint: both rounds train from the start.
+        # write:9 comes before any checkpoint: both rounds train from the start.
         trained = {"mid_fit:2": ["50/50"], "after_prune:1": ["50/50", "100/100"],
-                   "write:7": ["100/100", "100/100"], "write:13": ["50/50", "100/100"]}
-        for fault in ("mid_fit:2", "after_prune:1", "write:7", "write:13"):
+                   "write:9": ["100/100", "100/100"], "write:15": ["50/50", "100/100"]}
+        for fault in ("mid_fit:2", "after_prune:1", "write:9", "write:15"):
             path = os.path.join(tmp, fault.replace(":", "_"))
             crashed = _cli(path, fault)
             self.assertEqual(crashed.returncode, -signal.SIGKILL, (fault, crashed.stderr))
             self.assertFalse(RunDir(path).round_complete(ROUNDS - 1), fault)
             # Killed where the comment above says.
             self.assertEqual(RunDir(path).round_complete(0), fault == "mid_fit:2", fault)
-            self.assertEqual(storage.is_recorded(RunDir(path).weights_path(0)), fault in ("mid_fit:2", "write:13"),
+            self.assertEqual(storage.is_recorded(RunDir(path).weights_path(0)), fault in ("mid_fit:2", "write:15"),
                              fault)
             resumed = _cli(path, extra=["--verbose=2"])
             self.assertEqual(resumed.returncode, 0, (fault, resumed.stderr))

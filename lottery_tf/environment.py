@@ -1,0 +1,61 @@
+"""What a run ran on: library versions and the processor.
+
+Float results depend on more than the code and the seed: the same code and
+seed gave other learning curves on another day here (docs/RESULTS.md), and
+the TensorFlow build, its kernels (oneDNN, XLA) and the CPU's instruction
+set all change the rounding. Each run records this next to its config, so a
+result that does not reproduce can be traced to what differed.
+"""
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+PACKAGES = ("tensorflow", "tf_keras", "tensorflow-model-optimization", "tensorflow-datasets", "numpy")
+# Environment variables that change TensorFlow's kernels, hence the numbers.
+VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "TF_DETERMINISTIC_OPS", "OMP_NUM_THREADS")
+
+
+def _version(package):
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe():
+    """A JSON-ready dict: Python, package versions, CPU model and count, OS, kernel variables."""
+    from lottery_tf import __version__
+
+    return {
+        "lottery_tf": __version__,
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "cpu": _cpu(),
+        "cpu_count": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "variables": {name: os.environ[name] for name in VARIABLES if name in os.environ},
+        "executable": sys.executable,
+    }
+
+
+def differences(before, now):
+    """The fields of `now` that differ from `before` (executables aside), as 'field: a -> b'."""
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        if key == "executable" or before.get(key) == now.get(key):
+            continue
+        changed.append(f"{key}: {before.get(key)} -> {now.get(key)}")
+    return changed
