@@ -24,15 +24,25 @@ def _version(package):
         return None
 
 
-def _cpu():
+# Instruction sets that decide which kernels TensorFlow's CPU ops run (a VM may hide the model name).
+FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16",
+            "amx_tile")
+
+
+def _cpuinfo():
+    """(model name, the FEATURES the CPU has) from /proc/cpuinfo; (None, None) elsewhere."""
+    model = flags = None
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model is None:
+                    model = value.strip()
+                elif key.strip() == "flags" and flags is None:
+                    flags = [name for name in FEATURES if name in value.split()]
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return model, flags
 
 
 def describe():
@@ -43,7 +53,8 @@ def describe():
         "lottery_tf": __version__,
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},
-        "cpu": _cpu(),
+        "cpu": _cpuinfo()[0] or platform.processor() or platform.machine(),
+        "cpu_features": _cpuinfo()[1],
         "cpu_count": os.cpu_count(),
         "os": f"{platform.system()} {platform.release()}",
         "variables": {name: os.environ[name] for name in VARIABLES if name in os.environ},

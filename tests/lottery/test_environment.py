@@ -24,6 +24,7 @@ class EnvironmentTest(tf.test.TestCase):
             self.assertEqual(history[0]["from_round"], 0)
             self.assertEqual(recorded["packages"]["tensorflow"], tf.__version__)
             self.assertTrue(recorded["cpu"])
+            self.assertIsInstance(recorded["cpu_features"], (list, type(None)))
             # Resumed on the same machine: nothing added.
             runner.run(tiny_config(iterations=10, eval_every=5, rounds=2, output_dir=path),
                        progress=lambda line: None)
