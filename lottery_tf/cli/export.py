@@ -16,7 +16,7 @@ What it does, in order (any problem ends it with one line `lottery-tf: error:
 3. Writes a SavedModel (or a TFLite file) into a temporary directory next to
    the target, loads what was written back, and compares its outputs on a
    probe batch with the masked model's: the export is refused unless the
-   logits agree within 1e-5 and every class id is the same.
+   logits agree within 1e-5 of their scale and every class id is the same.
 4. Renames the temporary directory into place (an existing export only with
    --overwrite).
 

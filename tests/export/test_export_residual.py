@@ -82,6 +82,27 @@ class ZooExportTest(tf.test.TestCase):
         self.assertAllClose(served, reference, atol=LOGIT_TOLERANCE, rtol=0)
         self.assertAllEqual(np.argmax(served, -1), np.argmax(reference, -1))
 
+    def test_a_ticket_with_large_logits_verifies_within_the_scaled_limit(self):
+        # Folding rounds differently in float32, by a few ulps of the logits' scale:
+        # output weights x40 put the logits in the hundreds and their rounding above
+        # an absolute 1e-5, which refused such tickets although nothing else differed.
+        def scale_output(masks, weights):
+            if weights is not None:
+                weights["output/kernel"] *= np.float32(40.0)
+
+        run_dir = os.path.join(self.get_temp_dir(), "loud")
+        _write_ticket_run(run_dir, "resnet20", RESNET_SHAPE, density=0.1, seed=3,
+                          change=scale_output)
+        out = os.path.join(self.get_temp_dir(), "loud_export")
+        status, stdout, err = run_export([f"--run={run_dir}", "--round=1", f"--output={out}",
+                                          "--probe=random", "--probe_size=64"])
+        self.assertEqual(status, 0, err)
+        with open(os.path.join(out, "assets", "ticket.json")) as f:
+            verification = json.load(f)["verification"]
+        self.assertGreater(verification["max_abs_logit_diff"], LOGIT_TOLERANCE)  # the old refusal
+        self.assertGreater(verification["logit_limit"], 10 * LOGIT_TOLERANCE)
+        self.assertLessEqual(verification["max_abs_logit_diff"], verification["logit_limit"])
+
     def test_batch_norms_and_relus_fold_into_the_convolutions(self):
         run_dir = os.path.join(self.get_temp_dir(), "resnet")
         _write_ticket_run(run_dir, "resnet20", RESNET_SHAPE, density=0.3, seed=4)
