@@ -37,3 +37,13 @@ class EnvironmentTest(tf.test.TestCase):
         self.assertEqual([h["from_round"] for h in history], [0, 2])
         self.assertEqual(environment.differences(history[0]["environment"], history[1]["environment"]),
                          ["variables: {} -> {'TF_ENABLE_ONEDNN_OPTS': '1'}"])
+
+
+class VariablesTest(tf.test.TestCase):
+    def test_thread_counts_are_recorded(self):
+        # They change the float results of a seeded run (environment.VARIABLES).
+        with mock.patch.dict(os.environ, {"TF_NUM_INTRAOP_THREADS": "1",
+                                          "TF_NUM_INTEROP_THREADS": "2"}):
+            recorded = environment.describe()["variables"]
+        self.assertEqual(recorded["TF_NUM_INTRAOP_THREADS"], "1")
+        self.assertEqual(recorded["TF_NUM_INTEROP_THREADS"], "2")
