@@ -1,5 +1,7 @@
 """Verification: an export's outputs against the masked model's on the probe batch."""
 
+import math
+
 import numpy as np
 
 from lottery_tf import errors
@@ -52,9 +54,15 @@ def verify(reference_logits, outputs, probe, what, quantized=False, min_agreemen
     elif quantized:
         if not probe.real:
             raise errors.LotteryError(QUANTIZE_NEEDS_DATASET)
-        if 1.0 - real_flips / probe.real < min_agreement:
-            problem = (f"{real_flips} of {probe.real} dataset class ids differ "
-                       f"(--quantized_min_agreement={min_agreement:g})")
+        agreement = 1.0 - real_flips / probe.real
+        if agreement + 1e-12 < min_agreement:
+            accuracy = np.mean(outputs["class_ids"][:probe.real] == probe.labels)
+            masked_accuracy = np.mean(expected[:probe.real] == probe.labels)
+            accepting = math.floor(agreement * 1000 + 1e-9) / 1000  # never above `agreement`
+            problem = (f"{real_flips} of {probe.real} dataset class ids differ, more than "
+                       f"--quantized_min_agreement={min_agreement:g} allows (accuracy on them "
+                       f"{100 * accuracy:.2f}%, masked model {100 * masked_accuracy:.2f}%); "
+                       f"to accept it, pass --quantized_min_agreement={accepting:g}")
     elif diff > limit or real_flips or random_flips:
         problem = (f"max |logit difference| {diff:.3g} (limit {limit:.3g}: {LOGIT_TOLERANCE:g} "
                    f"x max(1, largest |logit|)), "

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -122,6 +123,28 @@ class BlockSparseTfliteTest(tf.test.TestCase):
                                 0.2 * np.abs(reference).max())
             else:
                 self.assertAllClose(outputs["logits"], reference, atol=1e-5, rtol=0)
+
+    def test_a_refused_int8_export_names_the_agreement_that_accepts_it(self):
+        # Full-integer int8 flips class ids near ties (random weights: many); the refusal's
+        # advice must work as given.
+        run_dir = os.path.join(self.get_temp_dir(), "run_q")
+        block_run(run_dir, "1x16")
+        out = os.path.join(self.get_temp_dir(), "tflite_q")
+        args = [f"--run={run_dir}", "--round=1", "--format=tflite", "--quantize",
+                "--probe_size=100", f"--output={out}"]
+        with mock_tfds():
+            status, _, stderr = run_export(args)
+            self.assertEqual(status, 2, stderr)
+            self.assertRegex(stderr, r"\d+ of 100 dataset class ids differ, more than "
+                                     r"--quantized_min_agreement=1 allows \(accuracy on them ")
+            self.assertFalse(os.path.exists(out))
+            advice = re.search(r"to accept it, pass (--quantized_min_agreement=[0-9.]+)",
+                               stderr).group(1)
+            status, stdout, stderr = run_export(args + [advice])
+        self.assertEqual(status, 0, stderr)
+        with open(os.path.join(out, "ticket.json")) as f:
+            verification = json.load(f)["verification"]
+        self.assertGreater(verification["class_ids_differing_dataset"], 0)
 
     def test_padding_keeps_the_short_last_block_the_converter_drops(self):
         run_dir = os.path.join(self.get_temp_dir(), "run")
