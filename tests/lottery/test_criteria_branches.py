@@ -177,3 +177,44 @@ class AtInitAndTfmotBranchesTest(tf.test.TestCase):
         self.assertIn("| pruned at init: snip, layerwise, shuffle | round 2 |", text)
         self.assertIn("| tfmot gradual pruning | round 2 |", text)
         self.assertGreater(os.path.getsize(os.path.join(out, "layer_sparsity_by_method.png")), 1000)
+
+
+class TfmotBlockArmTest(tf.test.TestCase):
+    def test_a_block_runs_arm_prunes_whole_blocks_with_tfmot(self):
+        from lottery_tf.pruning import blocks
+
+        path = os.path.join(self.get_temp_dir(), "run")
+        with mock_tfds():
+            runner.run(tiny_config(iterations=20, rounds=2, block="1x4", output_dir=path),
+                       progress=lambda line: None)
+            (metrics,) = branches.run_branch(path, "tfmot_gradual", progress=lambda line: None,
+                                             rounds=[1])
+        entry = os.path.join(path, "branches", "tfmot_gradual", "round_001")
+        masks = read_arrays(os.path.join(entry, "mask.npz"))
+        weights = read_arrays(os.path.join(entry, "weights.npz"))
+        ticket = RunDir(path).load_masks(1)
+        for name, mask in masks.items():
+            self.assertTrue(blocks.aligned(mask, 4), name)
+            self.assertGreater(int((mask == 0).sum()), 0, name)
+            self.assertAllEqual(weights[f"{name}/kernel"][mask == 0], np.zeros(int((mask == 0).sum())))
+            # tfmot counts blocks, the ticket weights: the same sparsity within a block per column.
+            self.assertAllClose(mask.mean(), ticket[name].mean(), atol=4 / mask.shape[0])
+        self.assertEqual(metrics["pruning_schedule"]["block"], "1x4")
+        self.assertEqual(branches.BRANCHES.get("tfmot_gradual").series({}, {"block": "1x4"}),
+                         "tfmot_gradual:1x4 blocks")
+        self.assertEqual(branches.BRANCHES.get("tfmot_gradual").series({}, {"criterion": "snip"}),
+                         "tfmot_gradual")
+
+    def test_a_block_run_with_convolutions_is_refused_in_one_line(self):
+        path = os.path.join(self.get_temp_dir(), "conv")
+        with mock_tfds():
+            runner.run(tiny_config(model="conv2", iterations=4, eval_every=2, rounds=2, block="1x4",
+                                   output_dir=path), progress=lambda line: None)
+            status, out, err = run_cli(["branch", f"--run_dir={path}", "--branch=tfmot_gradual",
+                                        "--branch_rounds=1"])
+        self.assertEqual(status, 2, err)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("tfmot's block sparsity takes 2-D kernels only, and conv1, conv2 are "
+                      "convolutions", err)
+        self.assertFalse(os.path.exists(os.path.join(path, "branches", "tfmot_gradual", "round_001",
+                                                     "metrics.json")))

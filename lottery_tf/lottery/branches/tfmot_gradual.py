@@ -20,6 +20,11 @@ round (`end_step`, a multiple of `frequency`: 100 iterations, or a tenth of
 the pruning span when that is shorter), then half a round at the final mask.
 Early stopping looks only at evaluations from `end_step` on, when the network
 has its target sparsity; the learning curve keeps every evaluation.
+
+A --block run's arm prunes in the same blocks, with tfmot's own block
+sparsity: `block_size=(B, 1)` on a Keras `[in, out]` kernel is B consecutive
+inputs of one unit, TFLite's 1xB, ranked by their mean |w| (`AVG`). tfmot
+takes blocks in 2-D kernels only, so a block run with convolutions is refused.
 """
 
 import numpy as np
@@ -31,6 +36,7 @@ from lottery_tf.lottery import runner
 from lottery_tf.lottery.branches import BRANCHES
 from lottery_tf.lottery.branches.base import Branch
 from lottery_tf.lottery.storage import read_arrays
+from lottery_tf.pruning import blocks
 from lottery_tf.train.evaluate import Evaluator
 from lottery_tf.train import fit as training
 from lottery_tf.train import optimizers
@@ -44,15 +50,18 @@ def polynomial_steps(iterations):
     return 0, frequency * (span // frequency), frequency
 
 
-def wrap(model, sparsities, begin, end, frequency):
-    """`model` with each layer of nonzero `sparsities[name]` under its own schedule."""
+def wrap(model, sparsities, begin, end, frequency, block_size=1):
+    """`model` with each layer of nonzero `sparsities[name]` under its own schedule,
+    pruned in blocks of `block_size` consecutive inputs of a unit when above 1."""
+    in_blocks = {"block_size": (block_size, 1), "block_pooling_type": "AVG"} if block_size > 1 else {}
+
     def clone(layer):
         target = sparsities.get(layer.name, 0.0)
         if not target:
             return layer
         return tfmot_sparsity.prune_low_magnitude(layer, pruning_schedule=tfmot_sparsity.PolynomialDecay(
             initial_sparsity=0.0, final_sparsity=float(target), begin_step=begin, end_step=end,
-            frequency=frequency))
+            frequency=frequency), **in_blocks)
 
     return keras.models.clone_model(model, clone_function=clone)
 
@@ -66,7 +75,10 @@ class TfmotGradual(Branch):
 
     @classmethod
     def series(cls, info, run_config):
-        return cls.kind  # Its targets are the round's per-layer sparsities, whatever chose them.
+        # Its targets are the round's per-layer sparsities, whatever criterion chose them;
+        # only the run's --block changes what it prunes.
+        block = run_config.get("block", "none")
+        return f"{cls.kind}:{block} blocks" if block != "none" else cls.kind
 
     def start_weights(self, experiment, branch_dir):
         return read_arrays(self.main.theta0_path)
@@ -87,6 +99,14 @@ class TfmotGradual(Branch):
             raise errors.LotteryError(
                 f"--branch=tfmot_gradual prunes top-level layers only; {', '.join(nested)} "
                 "sit inside a nested model: flatten the model (one functional model) to use this arm")
+        block_size = blocks.block_size(config.block)
+        not_2d = [layer.name for layer in experiment.layers
+                  if sparsities.get(layer.name) and len(layer.kernel.shape) != 2]
+        if block_size > 1 and not_2d:
+            raise errors.LotteryError(
+                f"--branch=tfmot_gradual cannot prune this --block={config.block} run in blocks: "
+                f"tfmot's block sparsity takes 2-D kernels only, and {', '.join(not_2d)} "
+                "are convolutions; the arm runs on --block=none runs of this model")
         for layer in experiment.layers:
             layer.mask.assign(np.ones(layer.mask.shape, layer.mask.dtype.as_numpy_dtype))
         for weight_key, variable in model_weights(model).items():
@@ -94,7 +114,7 @@ class TfmotGradual(Branch):
         steps = training.effective_steps_per_execution(
             config.steps_per_execution, config.eval_every, experiment.iterations)
         with model.distribute_strategy.scope():  # tfmot's own variables are made by `wrap`
-            pruned = wrap(model, sparsities, begin, end, frequency)
+            pruned = wrap(model, sparsities, begin, end, frequency, block_size)
             training.compile_model(pruned, optimizers.for_config(config), False, steps,
                                    getattr(experiment.dataset, "loss", None))
         curve, wall = training.train_round(
@@ -118,6 +138,7 @@ class TfmotGradual(Branch):
             **runner.remaining(masks),
             **training.summarize_curve([p for p in curve if p["iteration"] >= end]),
             "pruning_schedule": {"kind": "PolynomialDecay", "initial_sparsity": 0.0, "power": 3,
+                                 "block": config.block,
                                  "begin_step": begin, "end_step": end, "frequency": frequency,
                                  "final_sparsity_by_layer": sparsities},
             "wall_time_s": wall, "curve": curve,
