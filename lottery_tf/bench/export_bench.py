@@ -36,7 +36,7 @@ from lottery_tf import errors
 from lottery_tf.cli import app
 from lottery_tf.export import compaction, layers as ir_layers, placement, serving, storage, tflite
 from lottery_tf.export.probe import RANDOM_PROBE_SIZE
-from lottery_tf.export.verify import logit_limit
+from lottery_tf.export.verify import LOGIT_TOLERANCE, scaled_logit_diff
 from lottery_tf.lottery.run_dir import RunDir
 
 KIB = 1024
@@ -151,7 +151,7 @@ def measure_ticket(run_dir, r, probe, test_images, out_dir, batch_sizes, repeats
              for name, fn in serve.items()}
     reference = model(test_images[:256], training=False).numpy()
     for name, logits in check.items():  # the dense baseline must be the same model too
-        if np.abs(logits - reference).max() > logit_limit(reference):
+        if not scaled_logit_diff(reference, logits) <= LOGIT_TOLERANCE:  # NaN fails too
             raise AssertionError(f"round {r}: the {name} SavedModel differs from the masked model")
     row["latency_us"] = {}
     for batch in batch_sizes:

@@ -55,8 +55,8 @@ class RefusalTest(tf.test.TestCase):
         out = os.path.join(self.parent, "deep", "bad")
         with mock.patch.object(compaction, "compact", off_by_a_little):
             err = self._refused(["--round=1", f"--output={out}"], "disagrees with the masked model")
-        self.assertRegex(err, r"max \|logit difference\| 0\.001\d* \(limit 1\.\d+e-05: 1e-05 x max\(1, "
-                                  r"largest \|logit\|\)\)")
+        self.assertRegex(err, r"max \|logit difference\| 0\.001\d*, relative to max\(1, its "
+                              r"example's largest \|logit\|\) [0-9.e-]+ \(limit 1e-05\)")
         self.assertIn("nothing written", err)
         self.assertFalse(os.path.exists(self.parent))  # not even the parents it created
 

@@ -214,7 +214,7 @@ class TfmotBlockArmTest(tf.test.TestCase):
                                         "--branch_rounds=1"])
         self.assertEqual(status, 2, err)
         self.assertEqual(err.count("\n"), 1, err)
-        self.assertIn("tfmot's block sparsity takes 2-D kernels only, and conv1, conv2 are "
-                      "convolutions", err)
+        self.assertIn("tfmot's block sparsity takes 2-D kernels only (no axis of length 1), and "
+                      "conv1, conv2 are not", err)
         self.assertFalse(os.path.exists(os.path.join(path, "branches", "tfmot_gradual", "round_001",
                                                      "metrics.json")))

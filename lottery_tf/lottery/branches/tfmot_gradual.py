@@ -100,13 +100,15 @@ class TfmotGradual(Branch):
                 f"--branch=tfmot_gradual prunes top-level layers only; {', '.join(nested)} "
                 "sit inside a nested model: flatten the model (one functional model) to use this arm")
         block_size = blocks.block_size(config.block)
+        # tfmot squeezes a kernel before pooling it in blocks: a length-1 axis breaks it too.
         not_2d = [layer.name for layer in experiment.layers
-                  if sparsities.get(layer.name) and len(layer.kernel.shape) != 2]
+                  if sparsities.get(layer.name) and (len(layer.kernel.shape) != 2
+                                                      or 1 in layer.kernel.shape)]
         if block_size > 1 and not_2d:
             raise errors.LotteryError(
                 f"--branch=tfmot_gradual cannot prune this --block={config.block} run in blocks: "
-                f"tfmot's block sparsity takes 2-D kernels only, and {', '.join(not_2d)} "
-                "are convolutions; the arm runs on --block=none runs of this model")
+                f"tfmot's block sparsity takes 2-D kernels only (no axis of length 1), and "
+                f"{', '.join(not_2d)} are not; the arm runs on --block=none runs of this model")
         for layer in experiment.layers:
             layer.mask.assign(np.ones(layer.mask.shape, layer.mask.dtype.as_numpy_dtype))
         for weight_key, variable in model_weights(model).items():
