@@ -21,8 +21,8 @@ the pruning span when that is shorter), then half a round at the final mask.
 Early stopping looks only at evaluations from `end_step` on, when the network
 has its target sparsity; the learning curve keeps every evaluation.
 
-A --block run's arm prunes in the same blocks, with tfmot's own block
-sparsity: `block_size=(B, 1)` on a Keras `[in, out]` kernel is B consecutive
+A --block run's arm prunes in blocks of the same shape, chosen by tfmot's own
+block sparsity: `block_size=(B, 1)` on a Keras `[in, out]` kernel is B consecutive
 inputs of one unit, TFLite's 1xB, ranked by their mean |w| (`AVG`). tfmot
 takes blocks in 2-D kernels only, so a block run with convolutions is refused.
 """
