@@ -50,7 +50,7 @@ def _cpuinfo():
 
 def describe():
     """A JSON-ready dict: Python, package versions, CPU model and count, OS, kernel variables."""
-    from lottery_tf import __version__
+    from lottery_tf import __version__, onednn
 
     return {
         "lottery_tf": __version__,
@@ -61,6 +61,8 @@ def describe():
         "cpu_count": os.cpu_count(),
         "os": f"{platform.system()} {platform.release()}",
         "variables": {name: os.environ[name] for name in VARIABLES if name in os.environ},
+        # On, off or unknown (TensorFlow not imported yet): some CPUs have it on unasked.
+        "onednn": onednn.enabled() if "tensorflow" in sys.modules else None,
         "executable": sys.executable,
     }
 

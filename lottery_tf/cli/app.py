@@ -4,9 +4,10 @@
 name is given). Each command defines its flags on a fresh `FlagValues` when it
 runs, so no library module defines flags on import and commands never clash
 over flag names. Start-up is done here once for all of them: TensorFlow's
-C++ chatter muted, absl logging quiet, `-h`/`--help`/`--helpfull`, unexpected
-arguments refused, and every user error (`errors.LotteryError`, a bad flag
-or flagfile) printed as one line `lottery-tf: error: ...` with exit status 2.
+C++ chatter muted, its oneDNN kernels on (`lottery_tf.onednn`), absl logging
+quiet, `-h`/`--help`/`--helpfull`, unexpected arguments refused, and every
+user error (`errors.LotteryError`, a bad flag or flagfile) printed as one
+line `lottery-tf: error: ...` with exit status 2.
 
 A command is one class:
 
@@ -34,7 +35,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags, logging  # noqa: E402
 
-from lottery_tf import errors, interrupts  # noqa: E402
+from lottery_tf import errors, interrupts, onednn  # noqa: E402
+
+onednn.default_on()  # likewise before TensorFlow: its oneDNN CPU kernels
 from lottery_tf.quiet import start_tensorflow_quietly  # noqa: E402
 
 PROGRAM = "lottery-tf"

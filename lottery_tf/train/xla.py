@@ -3,32 +3,42 @@
 XLA is not a free speed-up. On the 2-core CPU of docs/BENCHMARKS.md it fuses
 LeNet's small element-wise work (Adam, the gradient's mask) and speeds its
 training step up, but a convolutional network's training step is slower with
-it (ResNet-20's, narrowly, is faster with it); forward passes (the evaluation) are as fast or faster with it, and XLA
-compiles them even under op determinism (only max-pooling *gradients* lack a
-deterministic XLA kernel). The defaults below are those measurements;
-`--jit_compile` / `--nojit_compile` overrides them. On a GPU, XLA is
-TensorFlow's recommended path and is left on (not measured here).
+it (ResNet-20's, narrowly, is faster with it on Eigen's kernels, and 2x slower
+with it once TensorFlow's convolutions run on oneDNN, which XLA does not use;
+lottery-tf's commands turn oneDNN on, see `lottery_tf.onednn`); forward passes
+(the evaluation) are as fast or faster with it, and XLA compiles them even
+under op determinism (only max-pooling *gradients* lack a deterministic XLA
+kernel). The defaults below are those measurements; `--jit_compile` /
+`--nojit_compile` overrides them. On a GPU, XLA is TensorFlow's recommended
+path and is left on (not measured here).
 """
 
 import tensorflow as tf
 import tf_keras as keras
+
+from lottery_tf import onednn
 
 # (device, model family) -> compile the training step with XLA.
 TRAINING = {
     ("cpu", "dense"): True,      # LeNet-300-100: XLA 2.2x faster
     ("cpu", "conv"): False,      # Conv-2: 1.3x slower (fastest runs); VGG-19: 2.4x slower
     ("cpu", "residual"): True,   # ResNet-20: 1.05-1.14x faster
+    ("cpu_onednn", "dense"): True,      # XLA compiles LeNet whole: oneDNN does not enter
+    ("cpu_onednn", "conv"): False,      # VGG-19: 1965 ms without XLA; XLA refuses its max pooling
+    ("cpu_onednn", "residual"): False,  # ResNet-20: 515 ms without XLA, 1020 ms with it
     ("gpu", "dense"): True,
     ("gpu", "conv"): True,
     ("gpu", "residual"): True,
 }
 # device -> compile the evaluation with XLA.
-EVALUATION = {"cpu": True, "gpu": True}
+EVALUATION = {"cpu": True, "cpu_onednn": True, "gpu": True}  # cpu_onednn: as cpu, not measured apart
 
 
 def device_type():
-    """'gpu' when TensorFlow sees a GPU, else 'cpu'."""
-    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+    """'gpu' when TensorFlow sees a GPU; else 'cpu_onednn' when its CPU kernels run on oneDNN, else 'cpu'."""
+    if tf.config.list_logical_devices("GPU"):
+        return "gpu"
+    return "cpu_onednn" if onednn.enabled() else "cpu"
 
 
 def model_family(model):

@@ -1,0 +1,52 @@
+"""lottery-tf's commands start TensorFlow with oneDNN on (x86-64), unless the user says otherwise."""
+
+import os
+import platform
+import subprocess
+import sys
+import unittest
+from unittest import mock
+
+import tensorflow as tf
+
+from lottery_tf.nn import models
+from lottery_tf.train import xla
+
+# What a command's start-up leaves: the variable, and whether TensorFlow then runs on oneDNN.
+PROBE = ("import os\n{before}from lottery_tf.cli import app\nfrom lottery_tf import onednn\n"
+         "import tensorflow\nprint(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), onednn.enabled())\n")
+
+
+def start(before="", **variables):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update(variables)
+    done = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+@unittest.skipUnless(platform.machine().lower() in ("x86_64", "amd64"), "oneDNN default is x86-64 only")
+class OneDnnStartTest(unittest.TestCase):
+    def test_on_by_default(self):
+        self.assertEqual(start(), ["1", "True"])
+
+    def test_the_users_choice_wins(self):
+        self.assertEqual(start(TF_ENABLE_ONEDNN_OPTS="0"), ["0", "False"])
+
+    def test_left_alone_once_tensorflow_runs(self):
+        # Too late to change the kernels: the variable would then misreport them.
+        self.assertEqual(start(before="import tensorflow\n")[0], "None")
+
+
+class OneDnnXlaTest(tf.test.TestCase):
+    def test_residual_nets_train_without_xla_on_onednn(self):
+        strategy = tf.distribute.get_strategy()
+        resnet = models.build("resnet20", (32, 32, 3), 10, 0)
+        lenet = models.build("lenet_300_100", (28, 28, 1), 10, 0)
+        for on, resnet_xla in ((True, False), (False, True)):
+            with mock.patch.object(xla.onednn, "enabled", return_value=on), \
+                    mock.patch.object(xla.tf.config, "list_logical_devices", return_value=[]):
+                self.assertEqual(xla.device_type(), "cpu_onednn" if on else "cpu")
+                self.assertEqual(xla.for_training(None, resnet, strategy, deterministic=True), resnet_xla)
+                self.assertTrue(xla.for_training(None, lenet, strategy, deterministic=True))
