@@ -31,7 +31,10 @@ def default_on():
 
 
 def enabled():
-    """Whether TensorFlow's CPU kernels run on oneDNN in this process."""
-    from tensorflow.python.util import _pywrap_util_port  # no public API in TF 2.21
+    """Whether TensorFlow's CPU kernels run on oneDNN in this process; None if it cannot tell."""
+    try:  # no public API in TF 2.21; a TensorFlow without this one must still run
+        from tensorflow.python.util import _pywrap_util_port
 
-    return bool(_pywrap_util_port.IsMklEnabled())
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None

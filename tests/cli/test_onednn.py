@@ -50,3 +50,14 @@ class OneDnnXlaTest(tf.test.TestCase):
                 self.assertEqual(xla.device_type(), "cpu_onednn" if on else "cpu")
                 self.assertEqual(xla.for_training(None, resnet, strategy, deterministic=True), resnet_xla)
                 self.assertTrue(xla.for_training(None, lenet, strategy, deterministic=True))
+
+
+class OneDnnUnknownTest(unittest.TestCase):
+    def test_a_tensorflow_without_the_private_probe_still_runs(self):
+        from lottery_tf import environment, onednn
+
+        # A module of that name without IsMklEnabled, as a later TensorFlow might have.
+        with mock.patch("tensorflow.python.util._pywrap_util_port", new=object()):
+            self.assertIsNone(onednn.enabled())
+            self.assertIsNone(environment.describe()["onednn"])
+            self.assertEqual(xla.device_type(), "cpu")
