@@ -68,10 +68,14 @@ def describe():
 
 
 def differences(before, now):
-    """The fields of `now` that differ from `before` (executables aside), as 'field: a -> b'."""
+    """The fields of `now` that differ from `before` (executables aside), as 'field: a -> b'.
+
+    A field that `before` did not record (an older lottery-tf wrote it) is not a difference:
+    otherwise every resumed older run would gain an entry that says nothing changed.
+    """
     changed = []
     for key in sorted(set(before) | set(now)):
-        if key == "executable" or before.get(key) == now.get(key):
+        if key == "executable" or key not in before or before.get(key) == now.get(key):
             continue
         changed.append(f"{key}: {before.get(key)} -> {now.get(key)}")
     return changed

@@ -24,7 +24,7 @@ TRAINING = {
     ("cpu", "conv"): False,      # Conv-2: 1.3x slower (fastest runs); VGG-19: 2.4x slower
     ("cpu", "residual"): True,   # ResNet-20: 1.05-1.14x faster
     ("cpu_onednn", "dense"): True,      # XLA compiles LeNet whole: oneDNN does not enter
-    ("cpu_onednn", "conv"): False,      # VGG-19: 1965 ms without XLA; XLA refuses its max pooling
+    ("cpu_onednn", "conv"): False,      # VGG-19: 1965 ms without XLA; refused with it (deterministic)
     ("cpu_onednn", "residual"): False,  # ResNet-20: 515 ms without XLA, 1020 ms with it
     ("gpu", "dense"): True,
     ("gpu", "conv"): True,

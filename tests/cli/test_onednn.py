@@ -12,15 +12,18 @@ import tensorflow as tf
 from lottery_tf.nn import models
 from lottery_tf.train import xla
 
-# What a command's start-up leaves: the variable, and whether TensorFlow then runs on oneDNN.
-PROBE = ("import os\n{before}from lottery_tf.cli import app\nfrom lottery_tf import onednn\n"
+# What a program's start-up leaves: the variable, and whether TensorFlow then runs on oneDNN.
+PROBE = ("import os\n{before}import {entry}\nfrom lottery_tf import onednn\n"
          "import tensorflow\nprint(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), onednn.enabled())\n")
+# The modules behind `lottery-tf` / `python -m lottery_tf` and the benchmarks' `python -m`.
+ENTRIES = ("lottery_tf.cli.main", "lottery_tf.bench.train_bench", "lottery_tf.bench.export_bench",
+           "lottery_tf.bench.runtime_bench", "lottery_tf.export_benchmark")
 
 
-def start(before="", **variables):
+def start(before="", entry="lottery_tf.cli.main", **variables):
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     env.update(variables)
-    done = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], env=env,
+    done = subprocess.run([sys.executable, "-c", PROBE.format(before=before, entry=entry)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.split()
@@ -28,8 +31,10 @@ def start(before="", **variables):
 
 @unittest.skipUnless(platform.machine().lower() in ("x86_64", "amd64"), "oneDNN default is x86-64 only")
 class OneDnnStartTest(unittest.TestCase):
-    def test_on_by_default(self):
-        self.assertEqual(start(), ["1", "True"])
+    def test_on_by_default_for_every_program(self):
+        # Any of them importing TensorFlow before cli.app would leave oneDNN off.
+        for entry in ENTRIES:
+            self.assertEqual(start(entry=entry), ["1", "True"], entry)
 
     def test_the_users_choice_wins(self):
         self.assertEqual(start(TF_ENABLE_ONEDNN_OPTS="0"), ["0", "False"])
@@ -57,7 +62,8 @@ class OneDnnUnknownTest(unittest.TestCase):
         from lottery_tf import environment, onednn
 
         # A module of that name without IsMklEnabled, as a later TensorFlow might have.
-        with mock.patch("tensorflow.python.util._pywrap_util_port", new=object()):
+        with mock.patch("tensorflow.python.util._pywrap_util_port", new=object()), \
+                mock.patch.object(xla.tf.config, "list_logical_devices", return_value=[]):
             self.assertIsNone(onednn.enabled())
             self.assertIsNone(environment.describe()["onednn"])
             self.assertEqual(xla.device_type(), "cpu")

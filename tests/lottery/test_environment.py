@@ -47,3 +47,13 @@ class VariablesTest(tf.test.TestCase):
             recorded = environment.describe()["variables"]
         self.assertEqual(recorded["TF_NUM_INTRAOP_THREADS"], "1")
         self.assertEqual(recorded["TF_NUM_INTEROP_THREADS"], "2")
+
+
+class DifferencesTest(tf.test.TestCase):
+    def test_a_field_an_older_version_did_not_record_is_no_difference(self):
+        now = environment.describe()
+        older = {k: v for k, v in now.items() if k != "onednn"}
+        self.assertEqual(environment.differences(older, now), [])
+        changed = dict(older, cpu_count=(now["cpu_count"] or 0) + 1)
+        self.assertEqual(environment.differences(changed, now),
+                         [f"cpu_count: {changed['cpu_count']} -> {now['cpu_count']}"])
