@@ -38,6 +38,7 @@ from absl import flags, logging  # noqa: E402
 from lottery_tf import errors, interrupts, onednn  # noqa: E402
 
 onednn.default_on()  # likewise before TensorFlow: its oneDNN CPU kernels
+
 from lottery_tf.quiet import start_tensorflow_quietly  # noqa: E402
 
 PROGRAM = "lottery-tf"

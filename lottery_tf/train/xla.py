@@ -35,7 +35,7 @@ EVALUATION = {"cpu": True, "cpu_onednn": True, "gpu": True}  # cpu_onednn: as cp
 
 
 def device_type():
-    """'gpu' when TensorFlow sees a GPU; else 'cpu_onednn' when its CPU kernels run on oneDNN, else 'cpu'."""
+    """'gpu' when TensorFlow sees a GPU; else 'cpu_onednn' (CPU kernels on oneDNN) or 'cpu'."""
     if tf.config.list_logical_devices("GPU"):
         return "gpu"
     return "cpu_onednn" if onednn.enabled() else "cpu"
