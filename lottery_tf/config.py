@@ -204,8 +204,8 @@ class Config:
         choices="lottery_tf.train.distribute:STRATEGIES", aliases=("strategy",))
     jit_compile: bool = option(
         None, "Compile training (and evaluation) with XLA; default: where it was measured to "
-        "help, per device and model family (on a CPU: LeNet's training step and every "
-        "evaluation; also ResNet's training step where oneDNN is off; see docs/BENCHMARKS.md).")
+        "help, per device and model family (on a CPU: LeNet's training and evaluation; also conv "
+        "nets' evaluation and ResNet's training step where oneDNN is off; see docs/BENCHMARKS.md).")
     steps_per_execution: int = option(
         50, "Training steps per compiled call (lowered to land on evaluations).",
         check=at_least(1))

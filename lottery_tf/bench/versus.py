@@ -139,7 +139,7 @@ def evaluation_part(dataset, repeats):
     rows, ratios = [], {}
     for name in ("lenet_300_100", "conv2"):
         model = train_bench._compiled(name, True, jit_compile=False)
-        default = xla.EVALUATION[xla.device_type()]
+        default = xla.EVALUATION[(xla.device_type(), xla.model_family(model))]
         variants = {}
         for jit in (default, not default):
             variants[f"{name}: lottery-tf evaluation, XLA {'on' if jit else 'off'}"

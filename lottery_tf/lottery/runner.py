@@ -150,7 +150,7 @@ def setup(config, dataset=None, model_seed=None):
         random_layers.seed_by_step(model, seed)
     evaluator = evaluate_lib.Evaluator(
         model, {"val": dataset.validation, "test": dataset.test},
-        jit_compile=xla.for_evaluation(config.jit_compile, strategy))
+        jit_compile=xla.for_evaluation(config.jit_compile, model, strategy))
     return Experiment(config, dataset, model, iterations, evaluator)
 
 

@@ -45,16 +45,22 @@ class OneDnnStartTest(unittest.TestCase):
 
 
 class OneDnnXlaTest(tf.test.TestCase):
-    def test_residual_nets_train_without_xla_on_onednn(self):
+    def test_conv_nets_run_without_xla_on_onednn(self):
+        # Residual nets train, and conv nets evaluate, without XLA on oneDNN (XLA does not use it);
+        # LeNet is compiled whole either way.
         strategy = tf.distribute.get_strategy()
         resnet = models.build("resnet20", (32, 32, 3), 10, 0)
+        conv2 = models.build("conv2", (28, 28, 1), 10, 0)
         lenet = models.build("lenet_300_100", (28, 28, 1), 10, 0)
-        for on, resnet_xla in ((True, False), (False, True)):
+        for on in (True, False):
             with mock.patch.object(xla.onednn, "enabled", return_value=on), \
                     mock.patch.object(xla.tf.config, "list_logical_devices", return_value=[]):
                 self.assertEqual(xla.device_type(), "cpu_onednn" if on else "cpu")
-                self.assertEqual(xla.for_training(None, resnet, strategy, deterministic=True), resnet_xla)
+                self.assertEqual(xla.for_training(None, resnet, strategy, deterministic=True), not on)
                 self.assertTrue(xla.for_training(None, lenet, strategy, deterministic=True))
+                for model in (resnet, conv2):
+                    self.assertEqual(xla.for_evaluation(None, model, strategy), not on, model.name)
+                self.assertTrue(xla.for_evaluation(None, lenet, strategy))
 
 
 class OneDnnUnknownTest(unittest.TestCase):

@@ -20,7 +20,7 @@ class XlaPolicyTest(tf.test.TestCase):
             model = models.build(name, (32, 32, 3), 10, 0)
             self.assertEqual(xla.for_training(None, model, strategy, deterministic=True),
                              xla.TRAINING[(device, family)], name)
-        self.assertEqual(xla.for_evaluation(None, strategy), xla.EVALUATION[device])
+            self.assertEqual(xla.for_evaluation(None, model, strategy), xla.EVALUATION[(device, family)], name)
 
     def test_explicit_choice_wins_where_xla_can_run(self):
         strategy = tf.distribute.get_strategy()
@@ -28,8 +28,8 @@ class XlaPolicyTest(tf.test.TestCase):
         lenet = models.build("lenet_300_100", (28, 28, 1), 10, 0)
         self.assertTrue(xla.for_training(True, resnet, strategy, deterministic=True))
         self.assertFalse(xla.for_training(False, lenet, strategy, deterministic=True))
-        self.assertTrue(xla.for_evaluation(True, strategy))
-        self.assertFalse(xla.for_evaluation(False, strategy))
+        self.assertTrue(xla.for_evaluation(True, resnet, strategy))
+        self.assertFalse(xla.for_evaluation(False, lenet, strategy))
 
     def test_never_where_it_cannot_run(self):
         conv2 = models.build("conv2", (28, 28, 1), 10, 0)  # max-pooling: no deterministic XLA gradient
@@ -39,4 +39,4 @@ class XlaPolicyTest(tf.test.TestCase):
         with mirrored.scope():
             lenet = models.build("lenet_300_100", (28, 28, 1), 10, 0)
         self.assertFalse(xla.for_training(True, lenet, mirrored, deterministic=False))
-        self.assertFalse(xla.for_evaluation(True, mirrored))
+        self.assertFalse(xla.for_evaluation(True, lenet, mirrored))
