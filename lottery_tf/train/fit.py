@@ -7,7 +7,7 @@ import numpy as np
 import tf_keras as keras
 
 from lottery_tf import interrupts
-from lottery_tf.train import xla
+from lottery_tf.train import compiled_loop, xla
 
 
 def effective_steps_per_execution(requested, eval_every, iterations, snapshot_at=0, checkpoint_every=0):
@@ -39,6 +39,7 @@ def compile_model(model, optimizer, jit_compile, steps_per_execution, loss=None)
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
+    compiled_loop.install(model)
 
 
 class Diverged(Exception):

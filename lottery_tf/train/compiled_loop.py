@@ -1,0 +1,83 @@
+"""One XLA program per execution: the `steps_per_execution` loop compiled whole.
+
+Keras's `jit_compile` compiles one training step. With `steps_per_execution`
+= 50 its loop stays in TensorFlow's executor, which fetches each batch and
+launches the step's XLA program 50 times; on the 2-core CPU of
+docs/BENCHMARKS.md that dispatch took about a third of a LeNet step. Here an
+execution first reads its batches (the same `next(iterator)` calls, in the
+same order), then runs the same `model.train_step` on each inside one
+compiled `tf.while_loop`, and returns the last step's logs, as Keras's loop
+does. Rounds, callbacks, checkpoints and evaluations still meet at the same
+execution boundaries.
+
+Used only where Keras would compile the step with XLA anyway, on one replica,
+for several steps per execution and batches of one static shape; anything
+else trains with Keras's own train function.
+"""
+
+import tensorflow as tf
+
+
+def install(model):
+    """Lets `model.fit` run each execution as one XLA program where it applies.
+
+    Call after `model.compile`; decided again whenever Keras builds the train
+    function (after every `compile`), so a recompiled model without XLA, or
+    with one step per execution, trains Keras's way.
+    """
+    def make_train_function(force=False):
+        if model.train_function is not None and not force:
+            return model.train_function
+        # The class's method (Keras's, or a subclass's own): installing twice wraps it once.
+        keras_function = type(model).make_train_function(model, force=True)
+        if _applies(model):
+            model.train_function = _whole_loop(model, keras_function)
+        return model.train_function
+
+    # Keras documents make_train_function as the method to override for custom training logic.
+    model.make_train_function = make_train_function
+
+
+def _applies(model):
+    steps = model._steps_per_execution
+    return bool(model.jit_compile and not model.run_eagerly
+                and model.distribute_strategy.num_replicas_in_sync == 1
+                and model._cluster_coordinator is None
+                and steps is not None and not model.autotune_steps_per_execution
+                and int(steps.numpy()) > 1)
+
+
+def _whole_loop(model, keras_function):
+    """The train function: read the execution's batches, then one compiled loop over them."""
+
+    def run_step(data):
+        outputs = model.train_step(data)
+        # As Keras: the step counter moves only once the step has run.
+        with tf.control_dependencies(tf.nest.flatten(outputs)):
+            model._train_counter.assign_add(1)
+        return outputs
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def run_steps(batches):
+        # The first step outside the loop: it creates the optimizer's slots on the first trace
+        # and gives the loop the structure of the logs it carries.
+        outputs = run_step(tf.nest.map_structure(lambda t: t[0], batches))
+        count = tf.shape(tf.nest.flatten(batches)[0])[0]
+
+        def body(i, _):
+            return i + 1, run_step(tf.nest.map_structure(lambda t: t[i], batches))
+
+        return tf.while_loop(lambda i, _: i < count, body, (tf.constant(1), outputs))[1]
+
+    def train_function(iterator):
+        spec = iterator.element_spec
+        if not all(s.shape.is_fully_defined() for s in tf.nest.flatten(spec)):
+            return keras_function(iterator)  # batches of varying shape cannot be stacked
+        count = tf.cast(model._steps_per_execution, tf.int32)  # Keras lowers it for an epoch's last execution
+        arrays = tf.nest.map_structure(
+            lambda s: tf.TensorArray(s.dtype, size=count, element_shape=s.shape), spec)
+        for i in tf.range(count):
+            arrays = tf.nest.map_structure(lambda a, t: a.write(i, t), arrays, next(iterator))
+        return run_steps(tf.nest.map_structure(lambda a: a.stack(), arrays))
+
+    return tf.function(train_function, reduce_retracing=True)
