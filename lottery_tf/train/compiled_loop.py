@@ -11,11 +11,13 @@ does. Rounds, callbacks, checkpoints and evaluations still meet at the same
 execution boundaries.
 
 Used only where Keras would compile the step with XLA anyway, on one replica,
-for several steps per execution and batches of one static shape; anything
-else trains with Keras's own train function.
+for several steps per execution and batches of one static shape, and not for
+a model class with its own `make_train_function`; anything else trains with
+Keras's (or the model's) train function.
 """
 
 import tensorflow as tf
+import tf_keras as keras
 
 
 def install(model):
@@ -25,11 +27,14 @@ def install(model):
     function (after every `compile`), so a recompiled model without XLA, or
     with one step per execution, trains Keras's way.
     """
+    if type(model).make_train_function is not keras.Model.make_train_function:
+        return  # the model brings its own training loop: it stays the model's
+
     def make_train_function(force=False):
         if model.train_function is not None and not force:
             return model.train_function
-        # The class's method (Keras's, or a subclass's own): installing twice wraps it once.
-        keras_function = type(model).make_train_function(model, force=True)
+        # Keras's method from the class, not the instance: installing twice wraps it once.
+        keras_function = keras.Model.make_train_function(model, force=True)
         if _applies(model):
             model.train_function = _whole_loop(model, keras_function)
         return model.train_function

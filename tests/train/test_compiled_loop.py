@@ -82,3 +82,16 @@ class CompiledLoopTest(tf.test.TestCase):
         compiled_loop.install(model)  # installing twice is harmless
         _train(model, _data(), 4)
         self.assertFalse(_is_whole_loop(model))
+
+    def test_a_model_with_its_own_train_function_keeps_it(self):
+        class OwnLoop(keras.Sequential):
+            def make_train_function(self, force=False):
+                self.train_function = super().make_train_function(force)
+                self.own_loop_used = True
+                return self.train_function
+
+        model = OwnLoop([keras.Input((6,)), MaskedDense(3)])
+        training.compile_model(model, keras.optimizers.Adam(0.05), True, 4)
+        _train(model, _data(), 4)
+        self.assertTrue(model.own_loop_used)
+        self.assertFalse(_is_whole_loop(model))
