@@ -11,13 +11,19 @@ does. Rounds, callbacks, checkpoints and evaluations still meet at the same
 execution boundaries.
 
 Used only where Keras would compile the step with XLA anyway, on one replica,
-for several steps per execution and batches of one static shape, and not for
-a model class with its own `make_train_function`; anything else trains with
+for several steps per execution and batches of one static shape that fit
+`MAX_BYTES` together, and not for a model class with its own
+`make_train_function`; anything else trains with
 Keras's (or the model's) train function.
 """
 
 import tensorflow as tf
 import tf_keras as keras
+
+
+# An execution's batches are held at once: above this (e.g. 50 batches of 256 ImageNet-sized images,
+# 7.7 GB) Keras's loop, which holds one batch at a time, is used instead.
+MAX_BYTES = 256 * 2**20
 
 
 def install(model):
@@ -36,7 +42,7 @@ def install(model):
         # Keras's method from the class, not the instance: installing twice wraps it once.
         keras_function = keras.Model.make_train_function(model, force=True)
         if _applies(model):
-            model.train_function = _whole_loop(model, keras_function)
+            model.train_function = _whole_loop(model, keras_function, int(model._steps_per_execution.numpy()))
         return model.train_function
 
     # Keras documents make_train_function as the method to override for custom training logic.
@@ -52,7 +58,7 @@ def _applies(model):
                 and int(steps.numpy()) > 1)
 
 
-def _whole_loop(model, keras_function):
+def _whole_loop(model, keras_function, max_steps):
     """The train function: read the execution's batches, then one compiled loop over them."""
 
     def run_step(data):
@@ -78,6 +84,8 @@ def _whole_loop(model, keras_function):
         spec = iterator.element_spec
         if not all(s.shape.is_fully_defined() for s in tf.nest.flatten(spec)):
             return keras_function(iterator)  # batches of varying shape cannot be stacked
+        if max_steps * sum(s.shape.num_elements() * s.dtype.size for s in tf.nest.flatten(spec)) > MAX_BYTES:
+            return keras_function(iterator)  # Keras's loop holds one batch at a time
         count = tf.cast(model._steps_per_execution, tf.int32)  # Keras lowers it for an epoch's last execution
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=count, element_shape=s.shape), spec)

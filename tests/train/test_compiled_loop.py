@@ -1,5 +1,7 @@
 """An execution compiled whole trains bitwise as Keras's loop of compiled steps, where it applies."""
 
+from unittest import mock
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -71,6 +73,22 @@ class CompiledLoopTest(tf.test.TestCase):
         ragged = _data().unbatch().batch(5)  # batch dimension None
         self.assertEqual(_train(model, ragged, 6), _train(keras_own, ragged, 6))
         self.assertAllClose(model.get_weights(), keras_own.get_weights(), rtol=0, atol=0)
+        # An execution's batches above MAX_BYTES are not stacked either: here 4 steps x 5 examples x
+        # (6 float32 + 1 int64 label) = 640 bytes.
+        real_stack = tf.TensorArray.stack
+        for limit, whole in ((640, True), (639, False)):
+            stacked = []
+
+            def stack(array, *args, **kwargs):
+                stacked.append(array)
+                return real_stack(array, *args, **kwargs)
+
+            model, keras_own = _model(True), _model(False)
+            with mock.patch.object(compiled_loop, "MAX_BYTES", limit), \
+                    mock.patch.object(tf.TensorArray, "stack", stack):
+                self.assertEqual(_train(model, _data(), 6), _train(keras_own, _data(), 6))
+            self.assertEqual(bool(stacked), whole, limit)
+            self.assertAllClose(model.get_weights(), keras_own.get_weights(), rtol=0, atol=0)
 
     def test_recompiling_decides_again(self):
         model = _model(True)
