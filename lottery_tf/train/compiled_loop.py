@@ -10,11 +10,15 @@ compiled `tf.while_loop`, and returns the last step's logs, as Keras's loop
 does. Rounds, callbacks, checkpoints and evaluations still meet at the same
 execution boundaries.
 
-Used only where Keras would compile the step with XLA anyway, on one replica,
-for several steps per execution and batches of one static shape that fit
-`MAX_BYTES` together, and not for a model class with its own
-`make_train_function`; anything else trains with
-Keras's (or the model's) train function.
+Used only where Keras would compile the step with XLA anyway, under the
+default strategy (one device), for several steps per execution and dense
+batches of one static shape within `MAX_BYTES` together, and not for a model
+class with its own `make_train_function`; anything else trains with Keras's
+(or the model's) train function. One difference remains: the batches are read
+before any step runs, so a *finite* dataset that ends inside an execution
+leaves that execution's last batches untrained, where Keras trains them and
+warns. lottery-tf's training data repeats (and `fit` gets `steps_per_epoch`),
+so its rounds never reach that end.
 """
 
 import tensorflow as tf
@@ -43,6 +47,7 @@ def install(model):
         keras_function = keras.Model.make_train_function(model, force=True)
         if _applies(model):
             model.train_function = _whole_loop(model, keras_function, int(model._steps_per_execution.numpy()))
+            model.train_tf_function = model.train_function  # what Keras exposes for tracing counts
         return model.train_function
 
     # Keras documents make_train_function as the method to override for custom training logic.
@@ -51,8 +56,11 @@ def install(model):
 
 def _applies(model):
     steps = model._steps_per_execution
-    return bool(model.jit_compile and not model.run_eagerly
-                and model.distribute_strategy.num_replicas_in_sync == 1
+    with model.distribute_strategy.scope():
+        # The default strategy only: under any other, even with one replica, train_step must run
+        # in a replica context (strategy.run), which an XLA loop around it does not give.
+        default_strategy = not tf.distribute.has_strategy()
+    return bool(model.jit_compile and not model.run_eagerly and default_strategy
                 and model._cluster_coordinator is None
                 and steps is not None and not model.autotune_steps_per_execution
                 and int(steps.numpy()) > 1)
@@ -63,8 +71,10 @@ def _whole_loop(model, keras_function, max_steps):
 
     def run_step(data):
         outputs = model.train_step(data)
-        # As Keras: the step counter moves only once the step has run.
-        with tf.control_dependencies(tf.nest.flatten(outputs)):
+        # As Keras: the step counter moves only once the step has run (after its first output
+        # that is not a variable).
+        deps = [t for t in tf.nest.flatten(outputs, expand_composites=True) if not isinstance(t, tf.Variable)]
+        with tf.control_dependencies(deps[:1]):
             model._train_counter.assign_add(1)
         return outputs
 
@@ -82,8 +92,8 @@ def _whole_loop(model, keras_function, max_steps):
 
     def train_function(iterator):
         spec = iterator.element_spec
-        if not all(s.shape.is_fully_defined() for s in tf.nest.flatten(spec)):
-            return keras_function(iterator)  # batches of varying shape cannot be stacked
+        if not all(isinstance(s, tf.TensorSpec) and s.shape.is_fully_defined() for s in tf.nest.flatten(spec)):
+            return keras_function(iterator)  # sparse, ragged or varying batches cannot be stacked
         if max_steps * sum(s.shape.num_elements() * s.dtype.size for s in tf.nest.flatten(spec)) > MAX_BYTES:
             return keras_function(iterator)  # Keras's loop holds one batch at a time
         count = tf.cast(model._steps_per_execution, tf.int32)  # Keras lowers it for an epoch's last execution

@@ -90,6 +90,14 @@ class CompiledLoopTest(tf.test.TestCase):
             self.assertEqual(bool(stacked), whole, limit)
             self.assertAllClose(model.get_weights(), keras_own.get_weights(), rtol=0, atol=0)
 
+    def test_keras_loop_under_another_strategy_even_with_one_replica(self):
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+        with strategy.scope():
+            model = keras.Sequential([keras.Input((6,)), MaskedDense(3)])
+            training.compile_model(model, keras.optimizers.Adam(0.05), True, 4)
+        _train(model, _data(), 4)
+        self.assertFalse(_is_whole_loop(model))
+
     def test_recompiling_decides_again(self):
         model = _model(True)
         _train(model, _data(), 4)
