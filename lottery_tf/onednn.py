@@ -5,9 +5,10 @@ unless `TF_ENABLE_ONEDNN_OPTS=1` is set. With oneDNN, VGG-19's training step
 is 2.6x faster here (5117 -> 1965 ms) and ResNet-20's 1.4x (705 -> 515 ms;
 Conv-2's is not shown faster; docs/BENCHMARKS.md), and `--deterministic` runs
 stay bitwise reproducible (Conv-2 and ResNet-20, twice each). Networks that
-XLA compiles whole (LeNet) do not use it. The variable is read once, when TensorFlow is imported, so the
-commands set it first; a user's own `TF_ENABLE_ONEDNN_OPTS=0` wins. Other
-processors (Arm) keep TensorFlow's own default.
+XLA compiles whole (LeNet) do not use it. The variable is read once, when
+TensorFlow is imported, so the commands set it first; a user's own
+`TF_ENABLE_ONEDNN_OPTS=0` wins. Other processors (Arm) keep TensorFlow's own
+default.
 """
 
 import os

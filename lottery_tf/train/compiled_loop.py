@@ -3,7 +3,7 @@
 Keras's `jit_compile` compiles one training step. With `steps_per_execution`
 = 50 its loop stays in TensorFlow's executor, which fetches each batch and
 launches the step's XLA program 50 times; on the 2-core CPU of
-docs/BENCHMARKS.md that dispatch took about a third of a LeNet step. Here an
+docs/BENCHMARKS.md that dispatch took about a quarter of a LeNet step. Here an
 execution first reads its batches (the same `next(iterator)` calls, in the
 same order), then runs the same `model.train_step` on each inside one
 compiled `tf.while_loop`, and returns the last step's logs, as Keras's loop
@@ -25,8 +25,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 
-# An execution's batches are held at once: above this (e.g. 50 batches of 256 ImageNet-sized images,
-# 7.7 GB) Keras's loop, which holds one batch at a time, is used instead.
+# An execution's batches are held at once (twice, briefly, while they are stacked): above this (e.g.
+# 50 batches of 256 ImageNet-sized images, 7.7 GB) Keras's loop, which holds one batch at a time, is
+# used instead.
 MAX_BYTES = 256 * 2**20
 
 
