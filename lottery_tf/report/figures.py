@@ -5,12 +5,39 @@ import os
 from lottery_tf.lottery import branches
 
 
-def _errorbar(ax, rows, metric, label, scale=100.0, marker="o", color=None):
+def _errorbar(ax, rows, metric, label, style, scale=100.0):
     xs = [r["remaining_pct"] for r in rows]
     ys = [scale * r[metric] for r in rows]
     low = [scale * (r[metric] - r[f"{metric}_min"]) for r in rows]
     high = [scale * (r[f"{metric}_max"] - r[metric]) for r in rows]
-    ax.errorbar(xs, ys, yerr=[low, high], label=label, marker=marker, markersize=4, capsize=3, color=color)
+    color, variant = style
+    ax.errorbar(xs, ys, yerr=[low, high], label=label, marker="o", markersize=4, capsize=3, color=color,
+                linestyle="--" if variant else "-", markerfacecolor="white" if variant else color)
+
+
+def styles(keys, palette):
+    """{series key: (color, is_variant)}.
+
+    A series whose key is another's plus ", DETAIL" (an at-init criterion's
+    shuffle, reinit or invert ablation: "at_init:snip, global, shuffle") is a
+    variant of it: drawn in its color, dashed with open markers, so each
+    criterion reads as one color whatever its ablations. The other series
+    take the palette's colors in order.
+    """
+    keys = list(keys)
+
+    def base(key):
+        parent = next((other for other in keys if key.startswith(other + ", ")), None)
+        return key if parent is None else base(parent)
+
+    bases = [key for key in keys if base(key) == key]
+    color = {key: palette(i, len(bases)) for i, key in enumerate(bases)}
+    return {key: (color[base(key)], base(key) != key) for key in keys}
+
+
+def palette(plt):
+    """The i-th of n colors: matplotlib's cycle for up to 10, else tab20's (the cycle repeats after 10)."""
+    return lambda i, n: f"C{i}" if n <= 10 else plt.cm.tab20(i % 20)
 
 
 def _log_remaining_axis(ax):
@@ -45,15 +72,14 @@ def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
     labels = {row["series"]: branches.series_label(row["series"]) for row in rows}
     series = {kind: [r for r in rows if r["series"] == kind] for kind in labels}
     series = {kind: sorted(rs, key=lambda r: -r["remaining_pct"]) for kind, rs in series.items() if rs}
-    # Matplotlib's default cycle repeats after 10 colors; criteria and arms can be twice that.
-    colors = {kind: plt.cm.tab20(i % 20) if len(series) > 10 else f"C{i}" for i, kind in enumerate(series)}
+    style = styles(series, palette(plt))
 
     extra = 4.5 if len(series) > 6 else 0.0  # room for a legend beside the axes
     fig, axes = plt.subplots(1, 2, figsize=(12 + extra, 4.5), sharey=True)
     for ax, metric, name in zip(axes, ("early_stop_test_accuracy", "final_test_accuracy"),
                                 ("at early stop", "at end of training")):
         for kind, rs in series.items():
-            _errorbar(ax, rs, metric, labels[kind], color=colors[kind])
+            _errorbar(ax, rs, metric, labels[kind], style[kind])
         _log_remaining_axis(ax)
         ax.set_title(f"{title}: test accuracy {name}")
         ax.set_ylabel("test accuracy (%)")
@@ -64,7 +90,7 @@ def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
 
     fig, ax = plt.subplots(figsize=(6.5 + extra, 4.5))
     for kind, rs in series.items():
-        _errorbar(ax, rs, "early_stop_iteration", labels[kind], scale=1.0, color=colors[kind])
+        _errorbar(ax, rs, "early_stop_iteration", labels[kind], style[kind], scale=1.0)
     _log_remaining_axis(ax)
     ax.set_ylabel("early-stopping iteration (min val loss)")
     ax.set_title(f"{title}: early-stopping iteration")
@@ -73,7 +99,7 @@ def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
     fig.savefig(os.path.join(report_dir, "early_stop_vs_remaining.png"), dpi=110, **_fit(len(series)))
     plt.close(fig)
 
-    _layers_by_method(plt, series, labels, colors, runs, report_dir, title, layers_at_remaining)
+    _layers_by_method(plt, series, labels, style, runs, report_dir, title, layers_at_remaining)
 
     imp = next(iter(runs[0].values()))
     rounds = sorted(imp)
@@ -113,7 +139,7 @@ def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
     plt.close(fig)
 
 
-def _layers_by_method(plt, series, labels, colors, runs, report_dir, title, at_remaining):
+def _layers_by_method(plt, series, labels, style, runs, report_dir, title, at_remaining):
     """Bars of % remaining per layer, one group per layer, one bar per series.
 
     Each series shows its level whose mean overall % remaining is nearest
@@ -132,8 +158,10 @@ def _layers_by_method(plt, series, labels, colors, runs, report_dir, title, at_r
     fig, ax = plt.subplots(figsize=(max(7.5, 0.9 * len(layers) * (1 + 0.15 * len(chosen))), 5.0))
     for i, (key, (overall, by_layer)) in enumerate(chosen.items()):
         xs = [j - 0.4 + width * (i + 0.5) for j in range(len(layers))]
+        color, variant = style[key]
         ax.bar(xs, [by_layer.get(layer, 0.0) for layer in layers], width,
-               label=f"{labels[key]} ({overall:.2f}%)", color=colors[key])
+               label=f"{labels[key]} ({overall:.2f}%)", color="white" if variant else color,
+               edgecolor=color, hatch="///" if variant else None)
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers)
     ax.set_yscale("log")

@@ -14,6 +14,7 @@ distance between the masks chosen at consecutive evaluations, with epsilon.
 import os
 
 from lottery_tf.lottery import branches
+from lottery_tf.report import figures
 
 
 def plot(rows, runs, report_dir, title):
@@ -35,7 +36,8 @@ def _price(plt, rows, report_dir, title):
         return
     many = len(series) > 6
     fig, ax = plt.subplots(figsize=(7.5 + (4.5 if many else 0.0), 5.0))
-    for i, (key, rs) in enumerate(series.items()):
+    style = figures.styles(series, figures.palette(plt))
+    for key, rs in series.items():
         rs = sorted(rs, key=lambda r: r["cumulative_iterations"])
         xs = [r["cumulative_iterations"] for r in rs]
         ys = [100 * r["early_stop_test_accuracy"] for r in rs]
@@ -43,9 +45,10 @@ def _price(plt, rows, report_dir, title):
                 [100 * (r["early_stop_test_accuracy_max"] - r["early_stop_test_accuracy"]) for r in rs]]
         xerr = [[r["cumulative_iterations"] - r["cumulative_iterations_min"] for r in rs],
                 [r["cumulative_iterations_max"] - r["cumulative_iterations"] for r in rs]]
-        color = plt.cm.tab20(i % 20) if len(series) > 10 else f"C{i}"
+        color, variant = style[key]
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, label=branches.series_label(key), marker="o",
-                    markersize=4, capsize=3, color=color)
+                    markersize=4, capsize=3, color=color, linestyle="--" if variant else "-",
+                    markerfacecolor="white" if variant else color)
         for x, y, r in zip(xs, ys, rs):
             ax.annotate(f"{r['remaining_pct']:.1f}%", (x, y), fontsize=6, color=color,
                         textcoords="offset points", xytext=(3, 3))

@@ -8,6 +8,7 @@ from lottery_tf import report
 from lottery_tf.cli import train as cli_train
 from lottery_tf.lottery import branches
 from lottery_tf.lottery import runner
+from lottery_tf.report import figures
 from lottery_tf.report import tables
 
 
@@ -32,6 +33,20 @@ class AggregationTest(tf.test.TestCase):
             [rows[1]["early_stop_test_accuracy"], rows[1]["early_stop_test_accuracy_min"],
              rows[1]["early_stop_test_accuracy_max"]], [0.985, 0.98, 0.99])
         self.assertAllClose([rows[0]["early_stop_iteration"], rows[0]["final_test_accuracy"]], [5000, 0.95])
+
+
+class StylesTest(tf.test.TestCase):
+    def test_an_ablation_is_drawn_in_its_criterions_color(self):
+        keys = ["imp", "at_init:snip, global", "at_init:snip, global, shuffle", "at_init:synflow, global",
+                "at_init:random, layerwise, invert", "tfmot_gradual"]
+        style = figures.styles(keys, lambda i, n: f"color{i}of{n}")
+        self.assertEqual(style, {
+            "imp": ("color0of5", False),
+            "at_init:snip, global": ("color1of5", False),
+            "at_init:snip, global, shuffle": ("color1of5", True),  # snip's color, dashed
+            "at_init:synflow, global": ("color2of5", False),
+            "at_init:random, layerwise, invert": ("color3of5", False),  # no base series: its own color
+            "tfmot_gradual": ("color4of5", False)})
 
 
 class ReportEndToEndTest(tf.test.TestCase):
