@@ -8,9 +8,11 @@
 # Levels: IMP rounds 7, 12 and 15 (21.07 %, 6.95 %, 3.58 % of the weights remaining).
 # The magnitude main line is today's reproduction, runs/lenet300_mnist (docs/RESULTS.md): same flags,
 # same seeds, so a rerun there only checks it and the branches attach to it (they write only under
-# RUN/branches/). Cost at ~50 s per 50K-iteration training on an idle 2-core machine: 2 criteria x 17
-# rounds x 3 trials (102 trainings) + at-init 9 variants x 3 levels x 3 trials (81) + tfmot 3 x 3 (9):
-# about 2.6 hours; everything resumes when rerun.
+# RUN/branches/). Rounds 0-15 (16) reach level 15. Cost: 2 criteria x 16 rounds x 3 trials (96
+# trainings) + at-init 9 variants x 3 levels x 3 trials (81) + tfmot 3 x 3 (9) = 186 trainings of 50K
+# iterations, plus 48 for a magnitude line not yet there: ~50 s each on an idle 2-core machine (2.6-3.3
+# hours), but 145 s each with two running side by side on a throttled one (2026-12-03: ~4.7 hours for
+# 234). Everything resumes when rerun; trials can run apart (one process each, see docs/RESULTS.md).
 #
 # A smoke run of the same commands (minutes; one trial, short rounds, another directory):
 #   OUT=/tmp/criteria_smoke TRIALS=1 ROUNDS=3 LEVELS=1,2 EXTRA="--iterations=1000 --eval_every=250" \
@@ -20,7 +22,7 @@ set -euo pipefail
 LT=${LT:-lottery-tf}
 OUT=${OUT:-runs}
 TRIALS=${TRIALS:-3}
-ROUNDS=${ROUNDS:-17}
+ROUNDS=${ROUNDS:-16}
 LEVELS=${LEVELS:-7,12,15}
 EXTRA=${EXTRA:-}
 REPORT=${REPORT:-docs/results/criteria}
@@ -65,3 +67,11 @@ done
 runs=$(IFS=,; echo "${main_lines[*]}")
 $LT report --runs="$runs" --report_dir="$REPORT" --layers_at_remaining="$LAYERS_AT" \
   --curve_rounds=0,"$LEVELS"
+
+# 5. The raw record behind the report, small enough to commit: every run's text files (config,
+#    metrics with learning curves, summaries, branch records, checksum manifests), no weights, masks
+#    or checkpoints. `tar xJf $REPORT/runs.tar.xz -C DIR` gives run directories that `lottery-tf
+#    report` reads as they are; a missing trial is trained beside them with --trial_index.
+tar cJf "$REPORT/runs.tar.xz" -C "$OUT" --exclude='*.npz' --exclude=checkpoints --exclude=tensorboard \
+  --exclude=.lock --exclude='.update.lock' "${main_lines[@]#"$OUT"/}"
+echo "raw record -> $REPORT/runs.tar.xz"
