@@ -11,8 +11,8 @@
 # RUN/branches/). Rounds 0-15 (16) reach level 15. Cost: 2 criteria x 16 rounds x 3 trials (96
 # trainings) + at-init 9 variants x 3 levels x 3 trials (81) + tfmot 3 x 3 (9) = 186 trainings of 50K
 # iterations, plus 48 for a magnitude line not yet there: ~50 s each on an idle 2-core machine (2.6-3.3
-# hours), but 145 s each with two running side by side on a throttled one (2026-12-03: ~4.7 hours for
-# 234). Everything resumes when rerun; trials can run apart (one process each, see docs/RESULTS.md).
+# hours), but 85-145 s each with two running side by side on a throttled one (2026-12-03: ~4.7 hours
+# for 234). Everything resumes when rerun; trials can run apart (one process each, see docs/RESULTS.md).
 #
 # A smoke run of the same commands (minutes; one trial, short rounds, another directory):
 #   OUT=/tmp/criteria_smoke TRIALS=1 ROUNDS=3 LEVELS=1,2 EXTRA="--iterations=1000 --eval_every=250" \
