@@ -90,3 +90,16 @@ class EarlyBirdRunTest(tf.test.TestCase):
             Config(early_bird="0.1,5", criterion="snip").validate()
         Config(early_bird="0.1,5", criterion="movement", early_bird_distance="all").validate()
         self.assertEqual(Config(early_bird="0.1,5").early_bird_rule(), (0.1, 5))
+
+    def test_search_rounds_of_each_distance_are_their_own_series(self):
+        from lottery_tf.lottery import branches
+
+        pruned = {"early_bird": "0.1,5"}
+        everything = {"early_bird": "0.1,5", "early_bird_distance": "all"}
+        self.assertEqual(branches.main_line_series(pruned), "imp:early-bird search 0.1,5")
+        self.assertEqual(branches.main_line_series({**pruned, "early_bird_distance": "pruned"}),
+                         "imp:early-bird search 0.1,5")
+        self.assertEqual(branches.main_line_series(everything), "imp:early-bird search 0.1,5 by all")
+        final = branches.BRANCHES.get("final")
+        self.assertNotEqual(final.series({}, pruned), final.series({}, everything))
+        self.assertTrue(branches.is_search_series(branches.main_line_series(everything)))

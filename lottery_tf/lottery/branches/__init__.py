@@ -122,12 +122,15 @@ def main_line_series(run_config):
     """The main line's series: "imp", or "imp:DETAILS" naming what differs from the
     paper's method: the criterion when not magnitude and the --block (`pruning_detail`),
     the reset mode when it keeps the trained weights (lr_rewind, finetune), and
-    Early-Bird search rounds."""
+    Early-Bird search rounds with their distance when not the default (as `final`'s
+    series: runs that differ only by it must not merge into one series)."""
     details = [pruning_detail(run_config)] if pruning_detail(run_config) else []
     if run_config.get("reset", "theta0") in ("lr_rewind", "finetune"):
         details.append(run_config["reset"])
     if run_config.get("early_bird"):
-        details.append(f"{SEARCH} {run_config['early_bird']}")
+        distance = run_config.get("early_bird_distance", "pruned")
+        details.append(f"{SEARCH} {run_config['early_bird']}"
+                       + (f" by {distance}" if distance != "pruned" else ""))
     return "imp:" + ", ".join(details) if details else "imp"
 
 
