@@ -84,13 +84,25 @@ early_bird() {  # NAME EPSILON DISTANCE
 for eps in $EPSILONS; do early_bird "lenet300_mnist_eb_pruned_$eps" "$eps" pruned; done
 for eps in $ALL_EPSILONS; do early_bird "lenet300_mnist_eb_all_$eps" "$eps" all; done
 
-# 4. One report: every method a series; the price figure and the Early-Bird mask distances.
-runs=$(IFS=,; echo "${main_lines[*]}")
-$LT report --runs="$runs" --report_dir="$REPORT" --curve_rounds=0,"${LEVELS// /,}"
+# 4. One report: every method a series; the price figure and the Early-Bird mask distances. The
+#    magnitude line enters as a directory of links with only its one-shot branch, so that other
+#    branches on it (issue 10's at-init ones, say) stay out of these figures.
+view=$(mktemp -d)
+for run in $(trial_runs "$MAGNITUDE"); do
+  dest=$view/lenet300_mnist/${run#"$MAGNITUDE"}
+  mkdir -p "$dest/branches"
+  for f in "$run"/* "$run"/.[!.]*; do
+    if [ -e "$f" ] && [ "$(basename "$f")" != branches ]; then ln -s "$(realpath "$f")" "$dest/"; fi
+  done
+  ln -s "$(realpath "$run/branches/one_shot")" "$dest/branches/"
+done
+runs=$(IFS=,; echo "$view/lenet300_mnist,${main_lines[*]:1}")
+$LT report --runs="${runs%,}" --report_dir="$REPORT" --curve_rounds=0,"${LEVELS// /,}"
+rm -rf "$view"
 
-# 5. How alike Early-Bird's and plain IMP's masks are: overlap per layer of the kept weights
-#    (|kept by both| / |kept by IMP|) at each level, per setting, mean over trials.
-$PYTHON - "$MAGNITUDE" "$TRIALS" "$REPORT/mask_overlap.md" "${main_lines[@]}" <<'PY'
+# 5. How alike Early-Bird's and plain IMP's masks are: per layer and level, the share of IMP's kept
+#    weights the Early-Bird ticket also keeps (chance: the kept fraction), over the trials both have.
+$PYTHON - "$MAGNITUDE" "$TRIALS" "$REPORT/mask_overlap.md" "${main_lines[@]:1}" <<'PY'
 import sys
 import numpy as np
 from lottery_tf.lottery.run_dir import RunDir
@@ -98,25 +110,28 @@ from lottery_tf.lottery.run_dir import RunDir
 magnitude, trials, out, lines = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 def trial(path, t):
     return RunDir(path if trials == 1 else f"{path}/trial_{t}")
-rows = ["| Early-Bird run | level (round) | layer | kept by IMP (%) | overlap with IMP's kept weights (%) |",
-        "| --- | ---: | --- | ---: | ---: |"]
+rows = ["| Early-Bird run | trials | level (round) | layer | kept by IMP (%) | "
+        "kept by both / kept by IMP (%): mean (min–max) |",
+        "| --- | ---: | ---: | --- | ---: | --- |"]
 for line in lines:
-    final = trial(line, 0).branch("final")
-    if not final.complete_entries():
-        continue
-    for entry in final.complete_entries():
-        r = int(entry.name[6:])
+    if not trial(line, 0).branch("final").complete_entries():
+        continue  # not an Early-Bird run (a reset mode's line)
+    levels = sorted({e.name for t in range(trials) for e in trial(line, t).branch("final").complete_entries()})
+    for level in levels:
+        r = int(level[6:])
         overlaps, kept = {}, {}
         for t in range(trials):
-            imp = trial(magnitude, t).load_masks(r)
-            eb = trial(line, t).branch("final").entry(entry.name).read_masks()
+            final = trial(line, t).branch("final")
+            if level not in [e.name for e in final.complete_entries()]:
+                continue
+            imp, eb = trial(magnitude, t).load_masks(r), final.entry(level).read_masks()
             for name in imp:
                 both = np.count_nonzero((imp[name] != 0) & (eb[name] != 0))
                 overlaps.setdefault(name, []).append(100.0 * both / max(1, np.count_nonzero(imp[name])))
                 kept.setdefault(name, []).append(100.0 * np.count_nonzero(imp[name]) / imp[name].size)
-        for name in overlaps:
-            rows.append(f"| {line.rsplit('/', 1)[-1]} | {r} | {name} | {np.mean(kept[name]):.2f} | "
-                        f"{np.mean(overlaps[name]):.1f} |")
+        for name, o in overlaps.items():
+            rows.append(f"| {line.rstrip('/').rsplit('/', 1)[-1]} | {len(o)} | {r} | {name} | "
+                        f"{np.mean(kept[name]):.2f} | {np.mean(o):.1f} ({min(o):.1f}–{max(o):.1f}) |")
 with open(out, "w") as f:
     f.write("\n".join(rows) + "\n")
 print(f"mask overlap -> {out}")
