@@ -19,10 +19,11 @@
 # (48 trainings, ~40 min); one-shot 3 targets x 3 trials (9, ~8 min); Early-Bird, per setting and trial,
 # rounds 0..14 stopped early plus 3 full finals: between ~4 trainings (stopping at ~3K iterations) and
 # 18 (never stopping), i.e. 5 settings x 3 trials = 60 to 270 trainings (~50 min to ~3.8 h). All in all
-# about 2 to 4.5 hours (the plain IMP line is already there); everything resumes when rerun.
+# about 2 to 4.5 hours (the plain IMP line is already there); everything resumes when rerun. Step 6:
+# rounds 0..23 stopped at ~3K iterations plus 8 finals, ~9.5 trainings a trial (28 in all, ~25 min).
 #
 # A smoke run of the same commands (minutes; one trial, short rounds, another directory):
-#   OUT=/tmp/cheaper_smoke TRIALS=1 LEVELS="2 3" EPSILONS="0.3" ALL_EPSILONS="" WINDOW=2 RESETS="lr_rewind finetune" \
+#   OUT=/tmp/cheaper_smoke TRIALS=1 LEVELS="2 3" EPSILONS="0.3" ALL_EPSILONS="" WINDOW=2 RESETS="lr_rewind finetune" SPARSER_LEVELS="3 5" SPARSER_FINALS=4 \
 #     EXTRA="--iterations=600 --eval_every=100" REPORT=/tmp/cheaper_smoke/report \
 #     bash docs/results/cheaper/run_experiments.sh
 set -euo pipefail
@@ -38,6 +39,8 @@ ALL_EPSILONS=${ALL_EPSILONS-0.1}           # by all weights: Early-Bird's own co
 RESETS=${RESETS:-lr_rewind}
 EXTRA=${EXTRA:-}
 REPORT=${REPORT:-docs/results/cheaper}
+SPARSER_LEVELS=${SPARSER_LEVELS-7 12 15 16 20 24}   # step 6: where Early-Bird stops working ("" skips it)
+SPARSER_FINALS=${SPARSER_FINALS-18,22}               # step 6: tickets also at these rounds in between
 export TFDS_DATA_DIR=${TFDS_DATA_DIR:-../shared/tfds}
 
 last=${LEVELS##* }
@@ -136,3 +139,21 @@ with open(out, "w") as f:
     f.write("\n".join(rows) + "\n")
 print(f"mask overlap -> {out}")
 PY
+
+# 6. Where Early-Bird stops working: its own setting (ε 0.1 by all weights) extended past the main
+#    levels, in a run of its own (a run is extended only from its weights; the one above may be a
+#    restored, weightless record), reported on its own.
+if [ -n "$SPARSER_LEVELS" ]; then
+  for level in $SPARSER_LEVELS; do
+    # shellcheck disable=SC2086
+    $LT --flagfile=flags/lenet300_mnist.flags --rounds="$level" --trials="$TRIALS" \
+      --early_bird="0.1,$WINDOW" --early_bird_distance=all $EXTRA --output_dir="$OUT/sparser/lenet300_mnist_eb_all_0.1"
+  done
+  if [ -n "$SPARSER_FINALS" ]; then
+    for run in $(trial_runs "$OUT/sparser/lenet300_mnist_eb_all_0.1"); do
+      $LT branch --run_dir="$run" --branch=final --branch_rounds="$SPARSER_FINALS"
+    done
+  fi
+  $LT report --runs="$OUT/sparser/lenet300_mnist_eb_all_0.1" --report_dir="$REPORT/sparser" \
+    --curve_rounds=0,"${SPARSER_LEVELS// /,}"
+fi
