@@ -123,9 +123,7 @@ def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
     # The first run's main line and its trials (not other main lines: reset modes, Early-Bird search).
     same_line = [run[next(iter(runs[0]))] for run in runs if next(iter(run)) == next(iter(runs[0]))]
     for r in chosen:
-        curves = [main[r]["curve"] for main in same_line if r in main]
-        iterations = [p["iteration"] for p in curves[0]]
-        mean = [100 * sum(c[i]["test_accuracy"] for c in curves) / len(curves) for i in range(len(iterations))]
+        iterations, mean = mean_curve([main[r]["curve"] for main in same_line if r in main])
         ax.plot(iterations, mean, label=f"{imp[r]['remaining_pct']:.1f}% (round {r})")
     ax.set_xlabel("training iteration")
     ax.set_ylabel("test accuracy (%)")
@@ -137,6 +135,18 @@ def plot(rows, runs, report_dir, title, curve_rounds, layers_at_remaining=7.0):
     fig.tight_layout()
     fig.savefig(os.path.join(report_dir, "curves.png"), dpi=110)
     plt.close(fig)
+
+
+def mean_curve(curves):
+    """(iterations, mean test accuracy in %) over the iterations that every curve has.
+
+    Trials' curves differ in length when training stops early (an Early-Bird
+    search round ends when its mask settles, at a different iteration in each
+    trial); past the shortest one a mean would no longer be over all the runs.
+    """
+    by_iteration = [{p["iteration"]: p["test_accuracy"] for p in curve} for curve in curves]
+    common = sorted(set.intersection(*(set(c) for c in by_iteration)))
+    return common, [100 * sum(c[i] for c in by_iteration) / len(by_iteration) for i in common]
 
 
 def _layers_by_method(plt, series, labels, style, runs, report_dir, title, at_remaining):

@@ -35,6 +35,17 @@ class AggregationTest(tf.test.TestCase):
         self.assertAllClose([rows[0]["early_stop_iteration"], rows[0]["final_test_accuracy"]], [5000, 0.95])
 
 
+class MeanCurveTest(tf.test.TestCase):
+    def test_curves_that_stop_early_are_averaged_where_all_trials_have_points(self):
+        def curve(accuracies):
+            return [{"iteration": 100 * i, "test_accuracy": a} for i, a in enumerate(accuracies)]
+
+        # An Early-Bird search round stops at a different iteration in each trial.
+        iterations, mean = figures.mean_curve([curve([0.5, 0.7, 0.9]), curve([0.3, 0.5])])
+        self.assertEqual(iterations, [0, 100])
+        self.assertAllClose(mean, [40.0, 60.0])
+
+
 class StylesTest(tf.test.TestCase):
     def test_an_ablation_is_drawn_in_its_criterions_color(self):
         keys = ["imp", "at_init:snip, global", "at_init:snip, global, shuffle", "at_init:synflow, global",
