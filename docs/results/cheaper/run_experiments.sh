@@ -13,14 +13,16 @@
 #
 # Reset modes: finetune trains bitwise like lr_rewind under the paper's constant Adam rate (every mode
 # restarts the optimizer, and a constant rate is its own final rate; the smoke run below prints the same
-# accuracies for both), so RESETS runs lr_rewind only; add finetune for a schedule (--lr_drops, warmup).
+# accuracies for both). Both run, so that the record shows it at every level; RESETS=lr_rewind halves
+# their cost.
 #
-# Cost, at ~50 s per 50K-iteration training on an idle 2-core machine: lr_rewind, 16 rounds x 3 trials
-# (48 trainings, ~40 min); one-shot 3 targets x 3 trials (9, ~8 min); Early-Bird, per setting and trial,
-# rounds 0..14 stopped early plus 3 full finals: between ~4 trainings (stopping at ~3K iterations) and
-# 18 (never stopping), i.e. 5 settings x 3 trials = 60 to 270 trainings (~50 min to ~3.8 h). All in all
-# about 2 to 4.5 hours (the plain IMP line is already there); everything resumes when rerun. Step 6:
-# rounds 0..23 stopped at ~3K iterations plus 8 finals, ~9.5 trainings a trial (28 in all, ~25 min).
+# Cost, at ~50 s per 50K-iteration training on an idle 2-core machine: lr_rewind and finetune, 16 rounds
+# x 3 trials each (96 trainings, ~80 min); one-shot 3 targets x 3 trials (9, ~8 min); Early-Bird, per
+# setting and trial, rounds 0..14 stopped early plus 3 full finals: between ~4 trainings (stopping at
+# ~3K iterations) and 18 (never stopping), i.e. 5 settings x 3 trials = 60 to 270 trainings (~50 min to
+# ~3.8 h). All in all about 2.5 to 5 hours (the plain IMP line is already there); everything resumes
+# when rerun. Step 6: rounds 0..23 stopped at ~3K iterations plus 8 finals, ~9.5 trainings a trial (28
+# in all, ~25 min).
 #
 # A smoke run of the same commands (minutes; one trial, short rounds, another directory):
 #   OUT=/tmp/cheaper_smoke TRIALS=1 LEVELS="2 3" EPSILONS="0.3" ALL_EPSILONS="" WINDOW=2 RESETS="lr_rewind finetune" SPARSER_LEVELS="3 5" SPARSER_FINALS=4 \
@@ -36,7 +38,7 @@ LEVELS=${LEVELS:-7 12 15}
 WINDOW=${WINDOW:-5}
 EPSILONS=${EPSILONS-0.05 0.1 0.2 0.3}    # by the pruned set (--early_bird_distance=pruned)
 ALL_EPSILONS=${ALL_EPSILONS-0.1}           # by all weights: Early-Bird's own convention and setting
-RESETS=${RESETS:-lr_rewind}
+RESETS=${RESETS:-lr_rewind finetune}
 EXTRA=${EXTRA:-}
 REPORT=${REPORT:-docs/results/cheaper}
 SPARSER_LEVELS=${SPARSER_LEVELS-7 12 15 16 20 24}   # step 6: where Early-Bird stops working ("" skips it)
